@@ -1,0 +1,58 @@
+// The differentiable ops. Each is written once (core/src/ops_*.cpp): forward and backward side
+// by side, dispatched to the backend of the inputs' device. Results record a graph node only
+// when grad mode is on and some input requires grad.
+#pragma once
+
+#include "clarena/core/tensor.h"
+
+namespace clarena {
+
+// --- element-wise, with a [N] (or [1, N]) row broadcast over a [B, N] operand ---------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, double scalar);
+Tensor relu(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+
+// --- products --------------------------------------------------------------------------
+/// 2-D product op(a) op(b), op = transpose when asked.
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false,
+              bool transpose_b = false);
+/// x [B, in] · weightᵀ + bias, with PyTorch's weight layout [out, in]; bias [out] optional.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+/// relu(linear(x, weight, bias)) in one node: the bias and ReLU ride one pass over the output.
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// --- reductions --------------------------------------------------------------------------
+Tensor sum(const Tensor& x);               // all elements → shape []
+Tensor sum(const Tensor& x, int64_t dim);  // removes `dim` (negative counts from the end)
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim);
+
+// --- classification ----------------------------------------------------------------------
+/// Log-softmax along the last dimension.
+Tensor log_softmax(const Tensor& x);
+/// Mean over the batch of -log softmax(logits)[label]; logits [B, C], labels int64 [B].
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+
+/// Batch normalisation over the rows of [B, C], per column (PyTorch's BatchNorm1d).
+/// Training: batch statistics, updates running_mean/var in place; eval: running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  double momentum = 0.1, double eps = 1e-5);
+
+// --- not differentiable ----------------------------------------------------------------
+Tensor argmax(const Tensor& x, int64_t dim);  // int64, `dim` removed
+Tensor eq(const Tensor& a, const Tensor& b);  // int64 0/1, same shape
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+double accuracy(const Tensor& logits, const Tensor& labels);  // in [0, 1]
+
+}  // namespace clarena

@@ -1,0 +1,137 @@
+// Reductions, softmax family and classification helpers: forward and backward side by side.
+#include "clarena/core/ops.h"
+#include "op_helpers.h"
+
+namespace clarena {
+using autograd::Node;
+using detail::backend;
+using detail::empty_like;
+
+namespace {
+
+/// Views x as [outer, reduce, inner] around `dim`.
+struct Split3 {
+  int64_t outer = 1, reduce = 1, inner = 1;
+  Shape reduced_shape;  // x's shape without `dim`
+};
+
+Split3 split_at(const Tensor& x, int64_t dim) {
+  Split3 s;
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    const int64_t size = x.size(d);
+    if (d < dim) s.outer *= size;
+    else if (d == dim) s.reduce = size;
+    else s.inner *= size;
+    if (d != dim) s.reduced_shape.push_back(size);
+  }
+  return s;
+}
+
+/// Sum (scale 1) or mean (scale 1/reduce) over the middle axis of the split.
+Tensor reduce(const char* name, const Tensor& x, const Split3& s, bool average) {
+  detail::check_float(name, x);
+  const double scale = average ? 1.0 / static_cast<double>(s.reduce) : 1.0;
+  Tensor out = Tensor::empty(s.reduced_shape, x.dtype(), x.device());
+  backend(x).reduce_sum(x.dtype(), s.outer, s.reduce, s.inner, scale, x.raw(), 0.0, out.raw());
+  if (!autograd::any_needs_grad({x})) return out;
+  auto node = autograd::make_node(name, {x});
+  node->set_backward([s, scale, shape = x.shape()](Node&, const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = Tensor::empty(shape, g.dtype(), g.device());
+    backend(g).expand(g.dtype(), s.outer, s.reduce, s.inner, scale, g.raw(), gx.raw());
+    return {gx};
+  });
+  return autograd::attach(out, node);
+}
+
+Split3 whole(const Tensor& x) { return {1, x.numel(), 1, {}}; }
+
+void check_logits(const char* op, const Tensor& logits, const Tensor& labels) {
+  detail::check_float(op, logits);
+  detail::check_rank(op, logits, 2);
+  check_dtype(labels, DType::Int64, std::string(op) + " labels");
+  if (labels.dim() != 1 || labels.size(0) != logits.size(0))
+    detail::shape_mismatch(op, logits, labels, "labels must be [batch] for logits [batch, classes]");
+  if (labels.device() != logits.device())
+    throw DeviceError(std::string(op) + ": logits " + logits.str() + " and labels " +
+                      labels.str() + " are on different devices");
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) { return reduce("sum", x, whole(x), false); }
+Tensor mean(const Tensor& x) { return reduce("mean", x, whole(x), true); }
+Tensor sum(const Tensor& x, int64_t dim) {
+  return reduce("sum", x, split_at(x, detail::wrap_dim("sum", dim, x.dim())), false);
+}
+Tensor mean(const Tensor& x, int64_t dim) {
+  return reduce("mean", x, split_at(x, detail::wrap_dim("mean", dim, x.dim())), true);
+}
+
+Tensor log_softmax(const Tensor& x) {
+  detail::check_float("log_softmax", x);
+  if (x.dim() == 0) throw ShapeError("log_softmax: expected at least 1-D, got shape []");
+  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  Tensor y = empty_like(x);
+  backend(x).log_softmax_forward(x.dtype(), rows, cols, x.raw(), y.raw());
+  if (!autograd::any_needs_grad({x})) return y;
+  auto node = autograd::make_node("log_softmax", {x});
+  node->save({y});
+  node->set_backward([rows, cols](Node& n, const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = empty_like(g);
+    backend(g).log_softmax_backward(g.dtype(), rows, cols, n.saved(0).raw(), g.raw(), gx.raw());
+    return {gx};
+  });
+  return autograd::attach(y, node);
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  check_logits("cross_entropy", logits, labels);
+  const int64_t rows = logits.size(0), cols = logits.size(1);
+  if (rows == 0) throw ShapeError("cross_entropy: empty batch " + shape_str(logits.shape()));
+  Tensor lse = Tensor::empty({rows}, logits.dtype(), logits.device());
+  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
+  backend(logits).cross_entropy_forward(logits.dtype(), rows, cols, logits.raw(),
+                                        labels.data<int64_t>(), lse.raw(), loss.raw());
+  if (!autograd::any_needs_grad({logits})) return loss;
+  auto node = autograd::make_node("cross_entropy", {logits});
+  node->save({logits, labels, lse});
+  node->set_backward([rows, cols](Node& n, const Tensor& g) -> std::vector<Tensor> {
+    const Tensor& x = n.saved(0);
+    Tensor gx = empty_like(x);
+    backend(x).cross_entropy_backward(x.dtype(), rows, cols, x.raw(), n.saved(1).data<int64_t>(),
+                                      n.saved(2).raw(), g.raw(), gx.raw());
+    return {gx};
+  });
+  return autograd::attach(loss, node);
+}
+
+Tensor argmax(const Tensor& x, int64_t dim) {
+  detail::check_float("argmax", x);
+  const Split3 s = split_at(x, detail::wrap_dim("argmax", dim, x.dim()));
+  if (s.reduce == 0) throw ShapeError("argmax: empty dimension in " + shape_str(x.shape()));
+  Tensor out = Tensor::empty(s.reduced_shape, DType::Int64, x.device());
+  backend(x).argmax(x.dtype(), s.outer, s.reduce, s.inner, x.raw(), out.data<int64_t>());
+  return out;
+}
+
+Tensor eq(const Tensor& a, const Tensor& b) {
+  detail::check_inputs("eq", {a, b});
+  if (a.shape() != b.shape()) detail::shape_mismatch("eq", a, b);
+  Tensor out = Tensor::empty(a.shape(), DType::Int64, a.device());
+  backend(a).equal(a.dtype(), a.numel(), a.raw(), b.raw(), out.data<int64_t>());
+  return out;
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  check_logits("count_correct", logits, labels);
+  Tensor predicted = argmax(logits, 1);
+  return backend(logits).count_equal(labels.numel(), predicted.data<int64_t>(),
+                                     labels.data<int64_t>());
+}
+
+double accuracy(const Tensor& logits, const Tensor& labels) {
+  const int64_t n = labels.numel();
+  return n == 0 ? 0.0 : static_cast<double>(count_correct(logits, labels)) / static_cast<double>(n);
+}
+
+}  // namespace clarena

@@ -1,0 +1,218 @@
+#include "clarena/core/tensor.h"
+
+#include <sstream>
+
+#include "clarena/core/autograd.h"
+#include "clarena/core/random.h"
+#include "clarena/kernels/backend.h"
+
+namespace clarena {
+
+std::string shape_str(const Shape& shape) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda") return cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return cuda(std::stoi(text.substr(5)));
+  throw ValueError("unknown device '" + text + "': expected cpu, cuda or cuda:N");
+}
+
+Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
+  data = kernels::backend_for(device).allocate(bytes);
+}
+
+Storage::~Storage() {
+  // Never throws from a destructor: the backend's deallocate does not throw by contract.
+  kernels::backend_for(device).deallocate(data, bytes);
+}
+
+void check_dtype(const Tensor& t, DType dtype, const std::string& what) {
+  if (t.dtype() != dtype)
+    throw DTypeError(what + ": expected " + dtype_name(dtype) + ", got " + t.str());
+}
+
+TensorImpl& Tensor::impl() const {
+  if (!impl_) throw ValueError("use of an undefined tensor");
+  return *impl_;
+}
+
+// --- factories -------------------------------------------------------------------------
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape)
+    if (d < 0) throw ShapeError("empty: negative dimension in shape " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(shape_numel(shape) * itemsize(dtype), device);
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  kernels::backend_for(device).fill(dtype, t.numel(), value, t.raw());
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 0.0, dtype, device);
+}
+
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1.0, dtype, device);
+}
+
+namespace {
+template <typename Draw>
+Tensor random_tensor(const Shape& shape, DType dtype, Device device, Draw draw) {
+  if (dtype == DType::Int64) throw DTypeError("random factories make float32 or float64 tensors");
+  Tensor host = Tensor::empty(shape, dtype, Device::cpu());
+  const int64_t n = host.numel();
+  if (dtype == DType::Float32) {
+    float* p = host.data<float>();
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(draw());
+  } else {
+    double* p = host.data<double>();
+    for (int64_t i = 0; i < n; ++i) p[i] = draw();
+  }
+  return host.to(device);
+}
+}  // namespace
+
+Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype,
+                       Device device) {
+  return random_tensor(shape, dtype, device, [&] { return low + (high - low) * gen.uniform(); });
+}
+
+Tensor Tensor::normal(const Shape& shape, double mean, double std, Generator& gen, DType dtype,
+                      Device device) {
+  return random_tensor(shape, dtype, device, [&] { return mean + std * gen.normal(); });
+}
+
+Tensor Tensor::from_data(const void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  kernels::backend_for(device).copy_from_host(t.raw(), data, t.nbytes());
+  return t;
+}
+
+namespace {
+template <typename T>
+Tensor from_values(const std::vector<T>& values, const Shape& shape, Device device) {
+  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
+    throw ShapeError("from_vector: " + std::to_string(values.size()) +
+                     " values do not fill shape " + shape_str(shape));
+  return Tensor::from_data(values.data(), shape, dtype_of<T>(), device);
+}
+}  // namespace
+
+Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& s, Device d) {
+  return from_values(v, s, d);
+}
+Tensor Tensor::from_vector(const std::vector<double>& v, const Shape& s, Device d) {
+  return from_values(v, s, d);
+}
+Tensor Tensor::from_vector(const std::vector<int64_t>& v, const Shape& s, Device d) {
+  return from_values(v, s, d);
+}
+
+// --- accessors -------------------------------------------------------------------------
+
+int64_t Tensor::size(int64_t d) const {
+  const int64_t rank = dim();
+  if (d < -rank || d >= rank)
+    throw ValueError("size: dimension " + std::to_string(d) + " out of range for " + str());
+  return shape()[static_cast<size_t>(d < 0 ? d + rank : d)];
+}
+
+std::string Tensor::str() const {
+  if (!defined()) return "undefined tensor";
+  return std::string(dtype_name(dtype())) + shape_str(shape()) + " on " + device().str();
+}
+
+double Tensor::item() const {
+  if (numel() != 1) throw ShapeError("item: expected a one-element tensor, got " + str());
+  Tensor host = to(Device::cpu());
+  switch (dtype()) {
+    case DType::Float32: return *host.data<float>();
+    case DType::Float64: return *host.data<double>();
+    case DType::Int64: return static_cast<double>(*host.data<int64_t>());
+  }
+  return 0;
+}
+
+// --- views and copies ------------------------------------------------------------------
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape();
+  impl->dtype = dtype();
+  impl->storage = impl_->storage;
+  return Tensor(std::move(impl));
+}
+
+void Tensor::copy_(const Tensor& src) {
+  if (src.shape() != shape() || src.dtype() != dtype())
+    throw ShapeError("copy_: source " + src.str() + " does not match destination " + str());
+  if (src.device() == device()) {
+    kernels::backend_for(device()).copy(raw(), src.raw(), nbytes());
+  } else if (src.device().is_cpu()) {
+    kernels::backend_for(device()).copy_from_host(raw(), src.raw(), nbytes());
+  } else if (device().is_cpu()) {
+    kernels::backend_for(src.device()).copy_to_host(raw(), src.raw(), nbytes());
+  } else {
+    copy_(src.to(Device::cpu()));  // between two GPUs, through the host
+  }
+}
+
+void Tensor::set_data(const Tensor& src) {
+  TensorImpl& self = impl();
+  self.shape = src.shape();
+  self.dtype = src.dtype();
+  self.storage = src.impl().storage;
+  self.grad.reset();
+}
+
+Tensor Tensor::to(Device target) const {
+  if (device() == target) return *this;
+  Tensor out = empty(shape(), dtype(), target);
+  out.copy_(*this);
+  // Moving keeps the autograd role of a leaf (module.to(device) moves parameters).
+  out.impl_->requires_grad = requires_grad() && is_leaf();
+  return out;
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  if (!is_leaf())
+    throw AutogradError("requires_grad_ on a non-leaf tensor (" + str() +
+                        "): its requirement follows from its inputs; detach() it first");
+  if (on && dtype() == DType::Int64)
+    throw DTypeError("requires_grad_: int64 tensors cannot require grad");
+  impl().requires_grad = on;
+  return *this;
+}
+
+void Tensor::set_grad(const Tensor& grad) {
+  if (grad.defined() && (grad.shape() != shape() || grad.dtype() != dtype()))
+    throw ShapeError("set_grad: gradient " + grad.str() + " does not match " + str());
+  impl().grad = grad.impl_ptr();
+}
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const {
+  autograd::backward(*this, grad, retain_graph);
+}
+
+}  // namespace clarena

@@ -1,0 +1,140 @@
+// The backend interface: the primitive kernels the differentiable ops are built from.
+//
+// It knows nothing of tensors or autograd: every kernel takes an element type, sizes and
+// raw pointers to contiguous row-major buffers on the backend's device. Adding a device means
+// implementing this interface and nothing else. Scalars (alpha, lr...) travel as double and
+// are converted to the element type inside the kernel.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "clarena/core/device.h"
+
+namespace clarena::kernels {
+
+enum class Unary : uint8_t { Relu, Tanh, Sigmoid };
+enum class Binary : uint8_t { Add, Sub, Mul };
+/// Which operand of a [rows, cols] binary op is a single [cols] row repeated over the rows.
+enum class Broadcast : uint8_t { None, RowA, RowB };
+
+struct SGDParams {
+  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first_step = true;  // torch.optim.SGD initialises the buffer to the gradient on step 1
+};
+
+struct AdamParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;  // 1-based, for the bias corrections
+};
+
+/// Device-side counters of work launched, read by tests and benchmarks.
+struct KernelStats {
+  int64_t gemm_calls = 0;
+  int64_t kernel_launches = 0;  // every kernel, GEMMs included
+  int64_t device_mallocs = 0;   // calls into the device's raw allocator (cudaMalloc)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // --- memory -------------------------------------------------------------------------
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill(DType, int64_t n, double value, void* dst) = 0;
+  virtual void synchronize() {}
+
+  // --- products -----------------------------------------------------------------------
+  /// C[m,n] = alpha * op(A) op(B) + beta * C, row-major contiguous; op(A) is [m,k], op(B) [k,n].
+  /// beta == 0 overwrites C (never reads it, so C may hold garbage).
+  virtual void gemm(DType, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    double alpha, const void* a, const void* b, double beta, void* c) = 0;
+
+  // --- element-wise -------------------------------------------------------------------
+  /// out = a (op) b over [rows, cols]; with RowA/RowB that operand is [cols]. out may alias a or b.
+  virtual void binary(Binary, Broadcast, DType, int64_t rows, int64_t cols, const void* a,
+                      const void* b, void* out) = 0;
+  /// y = alpha * x + beta * y (beta == 0 overwrites y).
+  virtual void axpby(DType, int64_t n, double alpha, const void* x, double beta, void* y) = 0;
+  virtual void unary_forward(Unary, DType, int64_t n, const void* x, void* y) = 0;
+  /// dx = dy * f'(x), written from the forward's output y (all three functions allow it).
+  virtual void unary_backward(Unary, DType, int64_t n, const void* y, const void* dy,
+                              void* dx) = 0;
+  /// y = relu(y + bias) over [rows, cols] in one pass (a linear layer's epilogue).
+  virtual void bias_relu(DType, int64_t rows, int64_t cols, const void* bias, void* y) = 0;
+
+  // --- reductions over the middle axis of a [outer, reduce, inner] view ------------------
+  /// out[o, i] = scale * sum_r x[o, r, i] + beta * out[o, i].
+  virtual void reduce_sum(DType, int64_t outer, int64_t reduce, int64_t inner, double scale,
+                          const void* x, double beta, void* out) = 0;
+  /// out[o, r, i] = scale * g[o, i]: the backward of reduce_sum.
+  virtual void expand(DType, int64_t outer, int64_t reduce, int64_t inner, double scale,
+                      const void* g, void* out) = 0;
+
+  // --- softmax family over the rows of [rows, cols] --------------------------------------
+  virtual void log_softmax_forward(DType, int64_t rows, int64_t cols, const void* x,
+                                   void* y) = 0;
+  /// dx = dy - exp(y) * sum(dy) per row.
+  virtual void log_softmax_backward(DType, int64_t rows, int64_t cols, const void* y,
+                                    const void* dy, void* dx) = 0;
+  /// loss[0] = mean_r (logsumexp(x_r) - x_r[label_r]); lse[r] is kept for the backward.
+  /// Labels outside [0, cols) throw ValueError (on the GPU, when the loss is next read).
+  virtual void cross_entropy_forward(DType, int64_t rows, int64_t cols, const void* logits,
+                                     const int64_t* labels, void* lse, void* loss) = 0;
+  /// dlogits = grad_loss[0] / rows * (softmax(x) - onehot(label)); grad_loss lives on device.
+  virtual void cross_entropy_backward(DType, int64_t rows, int64_t cols, const void* logits,
+                                      const int64_t* labels, const void* lse,
+                                      const void* grad_loss, void* dlogits) = 0;
+
+  // --- classification -----------------------------------------------------------------
+  /// out[r] = index of the first maximum of row r (of [outer, reduce, inner], along reduce).
+  virtual void argmax(DType, int64_t outer, int64_t reduce, int64_t inner, const void* x,
+                      int64_t* out) = 0;
+  /// out[i] = (a[i] == b[i]) as 0/1 int64.
+  virtual void equal(DType, int64_t n, const void* a, const void* b, int64_t* out) = 0;
+  /// Number of i with a[i] == b[i], returned to the host.
+  virtual int64_t count_equal(int64_t n, const int64_t* a, const int64_t* b) = 0;
+
+  // --- batch norm over the rows of [rows, cols], per column -------------------------------
+  /// Training mode: batch statistics; saves mean and 1/sqrt(var+eps) per column and updates
+  /// the running statistics (unbiased variance) with the given momentum.
+  virtual void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x,
+                                const void* gamma, const void* beta, double eps, double momentum,
+                                void* running_mean, void* running_var, void* y, void* save_mean,
+                                void* save_invstd) = 0;
+  virtual void batch_norm_eval(DType, int64_t rows, int64_t cols, const void* x,
+                               const void* gamma, const void* beta, const void* running_mean,
+                               const void* running_var, double eps, void* y) = 0;
+  /// Any of dx, dgamma, dbeta may be null when that gradient is not needed.
+  virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, const void* x,
+                                   const void* gamma, const void* save_mean,
+                                   const void* save_invstd, const void* dy, void* dx,
+                                   void* dgamma, void* dbeta) = 0;
+
+  // --- optimizers, fused over one parameter ----------------------------------------------
+  /// momentum_buf may be null when momentum == 0.
+  virtual void sgd_update(DType, int64_t n, void* param, const void* grad, void* momentum_buf,
+                          const SGDParams&) = 0;
+  virtual void adam_update(DType, int64_t n, void* param, const void* grad, void* exp_avg,
+                           void* exp_avg_sq, const AdamParams&) = 0;
+
+  // --- instrumentation ----------------------------------------------------------------
+  KernelStats& stats() { return stats_; }
+
+ protected:
+  KernelStats stats_;
+};
+
+/// The backend of a device. Throws DeviceError when the build or the machine has no such device.
+Backend& backend_for(Device device);
+
+/// The CPU backend (always present); `cuda_backend` exists only in CUDA builds.
+Backend& cpu_backend();
+
+}  // namespace clarena::kernels

@@ -1,0 +1,148 @@
+#include "clarena/nn/serialize.h"
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+
+namespace clarena::nn {
+namespace {
+
+constexpr char kMagic[8] = {'C', 'L', 'R', 'N', 'P', 'A', 'R', 'M'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(const std::string& bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+template <typename T>
+void put(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
+
+/// Reads from an in-memory file, naming the file and offset on a short read.
+class Reader {
+ public:
+  Reader(const std::string& bytes, const std::filesystem::path& file) : bytes_(bytes), file_(file) {}
+  template <typename T>
+  T get(const char* what) {
+    T value;
+    std::memcpy(&value, take(sizeof(T), what), sizeof(T));
+    return value;
+  }
+  const char* take(size_t n, const char* what) {
+    if (n > bytes_.size() - pos_) fail(std::string("truncated while reading ") + what);
+    const char* p = bytes_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  [[noreturn]] void fail(const std::string& why) const {
+    throw IOError("parameter file " + file_.string() + ": " + why + " at byte offset " +
+                  std::to_string(pos_));
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  const std::string& bytes_;
+  const std::filesystem::path& file_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+void save_tensors(const NamedTensors& tensors, const std::filesystem::path& file) {
+  std::string out(kMagic, sizeof(kMagic));
+  put<uint32_t>(out, kVersion);
+  put<uint32_t>(out, static_cast<uint32_t>(tensors.size()));
+  for (const auto& [name, tensor] : tensors) {
+    put<uint32_t>(out, static_cast<uint32_t>(name.size()));
+    out += name;
+    put<uint8_t>(out, static_cast<uint8_t>(tensor.dtype()));
+    put<uint32_t>(out, static_cast<uint32_t>(tensor.dim()));
+    for (int64_t d : tensor.shape()) put<int64_t>(out, d);
+    Tensor host = tensor.to(Device::cpu());
+    out.append(static_cast<const char*>(host.raw()), host.nbytes());
+  }
+  put<uint64_t>(out, fnv1a(out));
+
+  // Atomic: a reader sees the old file or the whole new one, never a partial write.
+  std::filesystem::path tmp = file;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(out.data(), static_cast<std::streamsize>(out.size()));
+    f.flush();
+    if (!f) throw IOError("cannot write parameter file " + tmp.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
+}
+
+NamedTensors load_tensors(const std::filesystem::path& file) {
+  std::ifstream f(file, std::ios::binary);
+  if (!f) throw IOError("cannot open parameter file " + file.string() + ": no such file or unreadable");
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  Reader in(bytes, file);
+  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    in.fail("not a clarena parameter file (bad magic number)");
+  in.take(sizeof(kMagic), "magic");
+  if (bytes.size() < sizeof(kMagic) + 16) in.fail("truncated header");
+  uint64_t stored;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+  if (stored != fnv1a(bytes.substr(0, bytes.size() - 8)))
+    throw IOError("parameter file " + file.string() +
+                  ": checksum mismatch (the file is corrupted or truncated)");
+  const uint32_t version = in.get<uint32_t>("version");
+  if (version != kVersion) in.fail("unsupported version " + std::to_string(version));
+  const uint32_t count = in.get<uint32_t>("tensor count");
+  NamedTensors tensors;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint32_t length = in.get<uint32_t>("name length");
+    std::string name(in.take(length, "name"), length);
+    const uint8_t dtype = in.get<uint8_t>("dtype");
+    if (dtype > static_cast<uint8_t>(DType::Int64)) in.fail("unknown dtype of '" + name + "'");
+    const uint32_t rank = in.get<uint32_t>("rank");
+    if (rank > 8) in.fail("implausible rank " + std::to_string(rank) + " of '" + name + "'");
+    Shape shape(rank);
+    for (auto& d : shape) {
+      d = in.get<int64_t>("shape");
+      if (d < 0) in.fail("negative dimension in '" + name + "'");
+    }
+    const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * itemsize(DType(dtype));
+    const char* data = in.take(nbytes, "tensor data");
+    tensors.emplace_back(std::move(name), Tensor::from_data(data, shape, DType(dtype)));
+  }
+  if (in.pos() != bytes.size() - 8) in.fail("unexpected bytes after the last tensor");
+  return tensors;
+}
+
+void save(const Module& module, const std::filesystem::path& file) {
+  NamedTensors all = module.named_parameters();
+  for (auto& entry : module.named_buffers()) all.push_back(entry);
+  save_tensors(all, file);
+}
+
+void load(Module& module, const std::filesystem::path& file) {
+  NamedTensors loaded = load_tensors(file);
+  std::map<std::string, Tensor> by_name(loaded.begin(), loaded.end());
+  NamedTensors targets = module.named_parameters();
+  for (auto& entry : module.named_buffers()) targets.push_back(entry);
+  // Check everything first, so that an error leaves the module untouched.
+  if (by_name.size() != targets.size() || loaded.size() != targets.size())
+    throw IOError("parameter file " + file.string() + " holds " + std::to_string(loaded.size()) +
+                  " tensors, the module has " + std::to_string(targets.size()));
+  for (const auto& [name, target] : targets) {
+    auto it = by_name.find(name);
+    if (it == by_name.end())
+      throw IOError("parameter file " + file.string() + " has no tensor named '" + name + "'");
+    if (it->second.shape() != target.shape() || it->second.dtype() != target.dtype())
+      throw IOError("parameter file " + file.string() + ": '" + name + "' is " +
+                    it->second.str() + ", the module expects " + target.str());
+  }
+  for (auto& [name, target] : targets) target.copy_(by_name.at(name));
+}
+
+}  // namespace clarena::nn

@@ -1,0 +1,428 @@
+// IDX reader on small files written here, and the benchmark index/label logic.
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include "clarena/cl/benchmark_mapping.h"
+#include "clarena/cl/idx.h"
+#include "clarena/core/errors.h"
+
+namespace fs = std::filesystem;
+using namespace clarena::cl;
+using clarena::IOError;
+using clarena::ValueError;
+
+namespace {
+
+// Whether `text` contains `part`; the failure message shows both.
+::testing::AssertionResult Has(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
+}
+
+// A fresh folder per test, removed afterwards.
+class IdxTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("clarena_cl_" + std::to_string(getpid()) + "_" + info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path write_raw(const std::string& name, const std::vector<uint8_t>& bytes) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    return p;
+  }
+
+  std::vector<uint8_t> read_raw(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // Writes <prefix>-images/labels files with n images of 2x3 and the given labels.
+  void write_split(const std::string& prefix, int64_t n_images, std::vector<uint8_t> labels,
+                   bool gzip) {
+    std::vector<uint8_t> px(static_cast<size_t>(n_images * 6));
+    std::iota(px.begin(), px.end(), uint8_t{0});
+    const std::string gz = gzip ? ".gz" : "";
+    write_idx(dir_ / (prefix + "-images-idx3-ubyte" + gz), {n_images, 2, 3}, px, gzip);
+    write_idx(dir_ / (prefix + "-labels-idx1-ubyte" + gz), {static_cast<int64_t>(labels.size())},
+              labels, gzip);
+  }
+
+  // The message of the IOError `f` throws.
+  template <typename F>
+  std::string io_error(F f) {
+    try {
+      f();
+    } catch (const IOError& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "no IOError thrown";
+    return "";
+  }
+
+  fs::path dir_;
+};
+
+std::vector<uint8_t> iota_bytes(size_t n) {
+  std::vector<uint8_t> v(n);
+  std::iota(v.begin(), v.end(), uint8_t{0});
+  return v;
+}
+
+}  // namespace
+
+// ---- IDX reader ----
+
+TEST_F(IdxTest, PlainRoundTrip) {
+  const auto data = iota_bytes(12);
+  write_idx(dir_ / "a.idx", {3, 2, 2}, data, false);
+  const IdxArray a = read_idx(dir_ / "a.idx");
+  EXPECT_EQ(a.dims, (std::vector<int64_t>{3, 2, 2}));
+  EXPECT_EQ(a.data, data);
+  const auto raw = read_raw(dir_ / "a.idx");
+  ASSERT_EQ(raw.size(), 4u + 12 + 12);
+  EXPECT_EQ(raw[2], 0x08);
+  EXPECT_EQ(raw[3], 3);
+  EXPECT_EQ(raw[7], 3);  // big-endian first dim
+}
+
+TEST_F(IdxTest, GzipRoundTrip) {
+  const auto data = iota_bytes(200);
+  write_idx(dir_ / "a.idx.gz", {200}, data, true);
+  const auto raw = read_raw(dir_ / "a.idx.gz");
+  ASSERT_GE(raw.size(), 2u);
+  EXPECT_EQ(raw[0], 0x1f);
+  EXPECT_EQ(raw[1], 0x8b);
+  const IdxArray a = read_idx(dir_ / "a.idx.gz");
+  EXPECT_EQ(a.dims, (std::vector<int64_t>{200}));
+  EXPECT_EQ(a.data, data);
+}
+
+TEST_F(IdxTest, MissingFileNamesIt) {
+  const fs::path p = dir_ / "nope.idx";
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "cannot open"));
+}
+
+TEST_F(IdxTest, BadMagic) {
+  const fs::path p = write_raw("bad.idx", {1, 0, 8, 1, 0, 0, 0, 1, 5});
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "bad magic at byte offset 0"));
+}
+
+TEST_F(IdxTest, WrongTypeRefused) {
+  const fs::path p = write_raw("f32.idx", {0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0});
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "float32 (0x0D)"));
+  EXPECT_TRUE(Has(msg, "only unsigned byte (0x08)"));
+}
+
+TEST_F(IdxTest, TruncatedHeader) {
+  const fs::path p = write_raw("hdr.idx", {0, 0, 8, 3, 0, 0, 0, 1});
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "truncated header"));
+}
+
+TEST_F(IdxTest, TruncatedPayload) {
+  const fs::path p = write_raw("short.idx", {0, 0, 8, 1, 0, 0, 0, 10, 1, 2, 3, 4, 5});
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "truncated payload"));
+  EXPECT_TRUE(Has(msg, "need 10 bytes"));
+  EXPECT_TRUE(Has(msg, "byte offset 13"));
+}
+
+TEST_F(IdxTest, ExtraBytes) {
+  const fs::path p = write_raw("long.idx", {0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3});
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "1 extra bytes"));
+  EXPECT_TRUE(Has(msg, "byte offset 10"));
+}
+
+TEST_F(IdxTest, TruncatedGzip) {
+  write_idx(dir_ / "full.gz", {4000}, std::vector<uint8_t>(4000, 7), true);
+  auto raw = read_raw(dir_ / "full.gz");
+  raw.resize(raw.size() / 2);
+  const fs::path p = write_raw("cut.gz", raw);
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "gzip"));
+}
+
+TEST_F(IdxTest, GzipPayloadErrorsCountDecompressedBytes) {
+  const fs::path p = dir_ / "long.gz";
+  const std::vector<uint8_t> bytes = {0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3};  // one byte too many
+  gzFile f = gzopen(p.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), 11);
+  ASSERT_EQ(gzclose(f), Z_OK);
+  const std::string msg = io_error([&] { read_idx(p); });
+  EXPECT_TRUE(Has(msg, p.string()));
+  EXPECT_TRUE(Has(msg, "byte offset 10 of the decompressed data"));
+}
+
+TEST_F(IdxTest, WriteIdxRefusesSizeMismatch) {
+  EXPECT_THROW(write_idx(dir_ / "x", {2, 2}, {1, 2, 3}, false), ValueError);
+}
+
+TEST_F(IdxTest, LoadSplitPlainAndGzip) {
+  write_split("train", 4, {0, 1, 9, 3}, true);
+  write_split("t10k", 2, {5, 6}, false);
+  const IdxDataset tr = load_idx_split(dir_, true);
+  EXPECT_EQ(tr.num, 4);
+  EXPECT_EQ(tr.rows, 2);
+  EXPECT_EQ(tr.cols, 3);
+  EXPECT_EQ(tr.images.size(), 24u);
+  EXPECT_EQ(tr.labels, (std::vector<int64_t>{0, 1, 9, 3}));
+  const IdxDataset te = load_idx_split(dir_, false);
+  EXPECT_EQ(te.num, 2);
+  EXPECT_EQ(te.labels, (std::vector<int64_t>{5, 6}));
+}
+
+TEST_F(IdxTest, LoadSplitCountMismatchNamesBothFiles) {
+  write_split("train", 3, {0, 1}, false);
+  const std::string msg = io_error([&] { load_idx_split(dir_, true); });
+  EXPECT_TRUE(Has(msg, (dir_ / "train-images-idx3-ubyte").string()));
+  EXPECT_TRUE(Has(msg, (dir_ / "train-labels-idx1-ubyte").string()));
+  EXPECT_TRUE(Has(msg, "3 images"));
+  EXPECT_TRUE(Has(msg, "2 labels"));
+}
+
+TEST_F(IdxTest, LoadSplitLabelOutOfRange) {
+  write_split("train", 2, {3, 10}, false);
+  const std::string msg = io_error([&] { load_idx_split(dir_, true); });
+  EXPECT_TRUE(Has(msg, "train-labels-idx1-ubyte"));
+  EXPECT_TRUE(Has(msg, "label 10 of item 1"));
+  EXPECT_NO_THROW(load_idx_split(dir_, true, 11));
+}
+
+TEST_F(IdxTest, LoadSplitWrongRank) {
+  write_idx(dir_ / "train-images-idx3-ubyte", {2, 6}, iota_bytes(12), false);
+  write_idx(dir_ / "train-labels-idx1-ubyte", {2}, {0, 1}, false);
+  const std::string msg = io_error([&] { load_idx_split(dir_, true); });
+  EXPECT_TRUE(Has(msg, "train-images-idx3-ubyte"));
+  EXPECT_TRUE(Has(msg, "3 dims"));
+}
+
+TEST_F(IdxTest, LoadSplitMissingFolderSaysHowToGetData) {
+  const std::string msg = io_error([&] { load_idx_split(dir_ / "absent", true); });
+  EXPECT_TRUE(Has(msg, (dir_ / "absent").string()));
+  EXPECT_TRUE(Has(msg, "dataset-fashion-mnist"));
+  EXPECT_TRUE(Has(msg, "/usr/share/datasets/fashion-mnist"));
+  EXPECT_TRUE(Has(msg, "data_dir="));
+}
+
+TEST_F(IdxTest, LoadSplitMissingLabelsFile) {
+  write_idx(dir_ / "t10k-images-idx3-ubyte.gz", {1, 2, 3}, iota_bytes(6), true);
+  const std::string msg = io_error([&] { load_idx_split(dir_, false); });
+  EXPECT_TRUE(Has(msg, "t10k-labels-idx1-ubyte"));
+  EXPECT_TRUE(Has(msg, "dataset-fashion-mnist"));
+}
+
+TEST(IdxRealData, FashionMnistTestSplitIfInstalled) {
+  if (!fs::exists(fs::path(kFashionMnistDir) / "t10k-labels-idx1-ubyte.gz")) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  const IdxDataset te = load_idx_split(kFashionMnistDir, false);
+  EXPECT_EQ(te.num, 10000);
+  EXPECT_EQ(te.rows, 28);
+  EXPECT_EQ(te.cols, 28);
+  std::vector<int> count(10, 0);
+  for (int64_t l : te.labels) ++count[static_cast<size_t>(l)];
+  for (int c : count) EXPECT_EQ(c, 1000);
+}
+
+// ---- PRNG ----
+
+TEST(Prng, SplitMix64ReferenceOutputs) {
+  SplitMix64 sm(1234567);  // Rosetta Code "Pseudo-random numbers/Splitmix64"
+  EXPECT_EQ(sm.next(), 6457827717110365317ULL);
+  EXPECT_EQ(sm.next(), 3203168211198807973ULL);
+  EXPECT_EQ(sm.next(), 9817491932198370423ULL);
+  EXPECT_EQ(sm.next(), 4593380528125082431ULL);
+  EXPECT_EQ(sm.next(), 16408922859458223821ULL);
+}
+
+TEST(Prng, Xoshiro256StarStarReferenceOutputs) {
+  Xoshiro256 x({1, 2, 3, 4});
+  EXPECT_EQ(x.next(), 11520ULL);
+  EXPECT_EQ(x.next(), 0ULL);
+  EXPECT_EQ(x.next(), 1509978240ULL);
+  EXPECT_EQ(x.next(), 1215971899390074240ULL);
+}
+
+TEST(Prng, BelowStaysInRange) {
+  Xoshiro256 x(7);
+  std::vector<int> hits(3, 0);
+  for (int i = 0; i < 3000; ++i) ++hits[static_cast<size_t>(x.below(3))];
+  for (int h : hits) EXPECT_GT(h, 800);
+  EXPECT_THROW(x.below(0), ValueError);
+}
+
+// ---- Permuted benchmark ----
+
+TEST(Permutation, IsAPermutationAndDeterministic) {
+  const auto p = task_permutation(42, 1, 784);
+  ASSERT_EQ(p.size(), 784u);
+  std::vector<int32_t> sorted = p;
+  std::sort(sorted.begin(), sorted.end());
+  for (int32_t i = 0; i < 784; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
+  EXPECT_EQ(task_permutation(42, 1, 784), p);
+  // Task 1 is permuted too (not the identity).
+  std::vector<int32_t> identity(784);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_NE(p, identity);
+}
+
+TEST(Permutation, TasksAndSeedsDiffer) {
+  std::set<uint64_t> hashes;
+  for (int t = 1; t <= 10; ++t) hashes.insert(permutation_hash(task_permutation(42, t, 784)));
+  EXPECT_EQ(hashes.size(), 10u);
+  EXPECT_NE(task_permutation(42, 2, 784), task_permutation(43, 2, 784));
+}
+
+TEST(Permutation, GoldenValuesPinTheScheme) {
+  // If this fails the permutations changed: every saved manifest and result moves with them.
+  const auto p = task_permutation(42, 1, 784);
+  EXPECT_EQ(std::vector<int32_t>(p.begin(), p.begin() + 5),
+            (std::vector<int32_t>{615, 713, 494, 243, 604}));
+  EXPECT_EQ(permutation_hash(p), 9284564064251636009ULL);
+  EXPECT_EQ(train_val_split(20, 0.25).second, (std::vector<int64_t>{2, 6, 12, 16, 18}));
+}
+
+TEST(Permutation, RefusesBadArguments) {
+  EXPECT_THROW(task_permutation(42, 0, 784), ValueError);
+  EXPECT_THROW(task_permutation(42, 1, 0), ValueError);
+}
+
+TEST(Permutation, HashIsFnv1a) {
+  EXPECT_EQ(permutation_hash({}), 0xcbf29ce484222325ULL);
+  EXPECT_NE(permutation_hash({0, 1}), permutation_hash({1, 0}));
+}
+
+// ---- Split benchmark ----
+
+TEST(Split, DefaultIsFiveTasksOfTwo) {
+  const SplitSpec s = make_split();
+  ASSERT_EQ(s.classes_per_task.size(), 5u);
+  for (int t = 1; t <= 5; ++t) {
+    EXPECT_EQ(s.classes_per_task[static_cast<size_t>(t - 1)],
+              (std::vector<int64_t>{2 * t - 2, 2 * t - 1}));
+    EXPECT_EQ(num_classes_of_task(s, t), 2);
+    EXPECT_EQ(classes_before_task(s, t), 2 * (t - 1));
+  }
+}
+
+TEST(Split, ClassOrderIsFollowed) {
+  const SplitSpec s = make_split(10, 2, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  EXPECT_EQ(s.classes_per_task[0], (std::vector<int64_t>{9, 8, 7, 6, 5}));
+  EXPECT_EQ(s.classes_per_task[1], (std::vector<int64_t>{4, 3, 2, 1, 0}));
+}
+
+TEST(Split, RefusalsListValidValues) {
+  try {
+    make_split(10, 3);
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_TRUE(Has(e.what(), "valid num_tasks: 1, 2, 5, 10"));
+  }
+  try {
+    make_split(10, 5, {0, 1, 2, 3, 4, 5, 6, 7, 8, 8});
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_TRUE(Has(e.what(), "appears twice"));
+  }
+  try {
+    make_split(10, 5, {0, 1, 2, 3, 4, 5, 6, 7, 8, 10});
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_TRUE(Has(e.what(), "valid classes: 0..9"));
+  }
+  EXPECT_THROW(make_split(10, 5, {0, 1, 2}), ValueError);
+}
+
+TEST(LabelMapping, SplitTilAndCil) {
+  const SplitSpec s = make_split(10, 5, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  // Task 2 holds classes {7, 6}.
+  EXPECT_EQ(split_train_label(s, Scenario::TIL, 2, 7), 0);
+  EXPECT_EQ(split_train_label(s, Scenario::TIL, 2, 6), 1);
+  EXPECT_EQ(split_train_label(s, Scenario::CIL, 2, 7), 2);
+  EXPECT_EQ(split_train_label(s, Scenario::CIL, 2, 6), 3);
+  EXPECT_EQ(split_train_label(s, Scenario::CIL, 5, 0), 9);
+  EXPECT_EQ(split_label_offset(s, Scenario::TIL, 4), 0);
+  EXPECT_EQ(split_label_offset(s, Scenario::CIL, 4), 6);
+  EXPECT_EQ(task_of_class(s, 7), 2);
+  EXPECT_THROW(split_train_label(s, Scenario::TIL, 2, 9), ValueError);
+  EXPECT_THROW(num_classes_of_task(s, 6), ValueError);
+  EXPECT_THROW(num_classes_of_task(s, 0), ValueError);
+}
+
+TEST(LabelMapping, PermutedTilAndCil) {
+  EXPECT_EQ(permuted_train_label(Scenario::TIL, 3, 7), 7);
+  EXPECT_EQ(permuted_train_label(Scenario::CIL, 1, 7), 7);
+  EXPECT_EQ(permuted_train_label(Scenario::CIL, 3, 7), 27);
+  EXPECT_EQ(permuted_label_offset(Scenario::CIL, 5), 40);
+  EXPECT_EQ(permuted_label_offset(Scenario::TIL, 5), 0);
+  EXPECT_THROW(permuted_train_label(Scenario::TIL, 1, 10), ValueError);
+}
+
+TEST(LabelMapping, ScenarioNames) {
+  EXPECT_EQ(scenario_from_string("til"), Scenario::TIL);
+  EXPECT_EQ(scenario_from_string("CIL"), Scenario::CIL);
+  EXPECT_STREQ(to_string(Scenario::CIL), "cil");
+  try {
+    scenario_from_string("dil");
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_TRUE(Has(e.what(), "valid: til, cil"));
+  }
+}
+
+// ---- Data order ----
+
+TEST(DataOrder, TrainValSplitDisjointAndCovering) {
+  const auto [train, val] = train_val_split(1000);
+  EXPECT_EQ(val.size(), 100u);
+  EXPECT_EQ(train.size(), 900u);
+  std::vector<int64_t> all = train;
+  all.insert(all.end(), val.begin(), val.end());
+  std::sort(all.begin(), all.end());
+  for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(all[static_cast<size_t>(i)], i);
+  EXPECT_TRUE(std::is_sorted(train.begin(), train.end()));
+  EXPECT_EQ(train_val_split(1000).second, val);                   // fixed seed
+  EXPECT_NE(train_val_split(1000, 0.1, 7).second, val);           // other split seed
+  EXPECT_EQ(train_val_split(60000).second.size(), 6000u);
+  EXPECT_TRUE(train_val_split(10, 0.0).second.empty());
+  EXPECT_TRUE(train_val_split(0).first.empty());
+  EXPECT_THROW(train_val_split(10, 1.0), ValueError);
+  EXPECT_THROW(train_val_split(10, -0.1), ValueError);
+}
+
+TEST(DataOrder, EpochOrderIsSeededPerTaskAndEpoch) {
+  const auto a = epoch_order(500, 42, 1, 0);
+  std::vector<int64_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 500; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
+  EXPECT_EQ(epoch_order(500, 42, 1, 0), a);
+  EXPECT_NE(epoch_order(500, 42, 1, 1), a);
+  EXPECT_NE(epoch_order(500, 42, 2, 0), a);
+  EXPECT_NE(epoch_order(500, 43, 1, 0), a);
+}
