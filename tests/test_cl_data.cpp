@@ -31,8 +31,8 @@ class IdxTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("clarena_cl_" + std::to_string(getpid()) + "_" + info->name());
+    dir_ =
+        fs::temp_directory_path() / ("clarena_cl_" + std::to_string(getpid()) + "_" + info->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -41,7 +41,8 @@ class IdxTest : public ::testing::Test {
   fs::path write_raw(const std::string& name, const std::vector<uint8_t>& bytes) {
     const fs::path p = dir_ / name;
     std::ofstream(p, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
     return p;
   }
 
@@ -246,8 +247,10 @@ TEST(IdxRealData, FashionMnistTestSplitIfInstalled) {
   EXPECT_EQ(te.rows, 28);
   EXPECT_EQ(te.cols, 28);
   std::vector<int> count(10, 0);
-  for (int64_t l : te.labels) ++count[static_cast<size_t>(l)];
-  for (int c : count) EXPECT_EQ(c, 1000);
+  for (int64_t l : te.labels)
+    ++count[static_cast<size_t>(l)];
+  for (int c : count)
+    EXPECT_EQ(c, 1000);
 }
 
 // ---- PRNG ----
@@ -272,8 +275,10 @@ TEST(Prng, Xoshiro256StarStarReferenceOutputs) {
 TEST(Prng, BelowStaysInRange) {
   Xoshiro256 x(7);
   std::vector<int> hits(3, 0);
-  for (int i = 0; i < 3000; ++i) ++hits[static_cast<size_t>(x.below(3))];
-  for (int h : hits) EXPECT_GT(h, 800);
+  for (int i = 0; i < 3000; ++i)
+    ++hits[static_cast<size_t>(x.below(3))];
+  for (int h : hits)
+    EXPECT_GT(h, 800);
   EXPECT_THROW(x.below(0), ValueError);
 }
 
@@ -284,7 +289,8 @@ TEST(Permutation, IsAPermutationAndDeterministic) {
   ASSERT_EQ(p.size(), 784u);
   std::vector<int32_t> sorted = p;
   std::sort(sorted.begin(), sorted.end());
-  for (int32_t i = 0; i < 784; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
+  for (int32_t i = 0; i < 784; ++i)
+    EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
   EXPECT_EQ(task_permutation(42, 1, 784), p);
   // Task 1 is permuted too (not the identity).
   std::vector<int32_t> identity(784);
@@ -294,7 +300,8 @@ TEST(Permutation, IsAPermutationAndDeterministic) {
 
 TEST(Permutation, TasksAndSeedsDiffer) {
   std::set<uint64_t> hashes;
-  for (int t = 1; t <= 10; ++t) hashes.insert(permutation_hash(task_permutation(42, t, 784)));
+  for (int t = 1; t <= 10; ++t)
+    hashes.insert(permutation_hash(task_permutation(42, t, 784)));
   EXPECT_EQ(hashes.size(), 10u);
   EXPECT_NE(task_permutation(42, 2, 784), task_permutation(43, 2, 784));
 }
@@ -405,10 +412,11 @@ TEST(DataOrder, TrainValSplitDisjointAndCovering) {
   std::vector<int64_t> all = train;
   all.insert(all.end(), val.begin(), val.end());
   std::sort(all.begin(), all.end());
-  for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(all[static_cast<size_t>(i)], i);
+  for (int64_t i = 0; i < 1000; ++i)
+    EXPECT_EQ(all[static_cast<size_t>(i)], i);
   EXPECT_TRUE(std::is_sorted(train.begin(), train.end()));
-  EXPECT_EQ(train_val_split(1000).second, val);                   // fixed seed
-  EXPECT_NE(train_val_split(1000, 0.1, 7).second, val);           // other split seed
+  EXPECT_EQ(train_val_split(1000).second, val);          // fixed seed
+  EXPECT_NE(train_val_split(1000, 0.1, 7).second, val);  // other split seed
   EXPECT_EQ(train_val_split(60000).second.size(), 6000u);
   EXPECT_TRUE(train_val_split(10, 0.0).second.empty());
   EXPECT_TRUE(train_val_split(0).first.empty());
@@ -420,7 +428,8 @@ TEST(DataOrder, EpochOrderIsSeededPerTaskAndEpoch) {
   const auto a = epoch_order(500, 42, 1, 0);
   std::vector<int64_t> sorted = a;
   std::sort(sorted.begin(), sorted.end());
-  for (int64_t i = 0; i < 500; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
+  for (int64_t i = 0; i < 500; ++i)
+    EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
   EXPECT_EQ(epoch_order(500, 42, 1, 0), a);
   EXPECT_NE(epoch_order(500, 42, 1, 1), a);
   EXPECT_NE(epoch_order(500, 42, 2, 0), a);

@@ -15,6 +15,9 @@
 // Counters: FLOPs per step (2*M*N*K per GEMM executed), GFLOP/s (rate), batch.
 // Threads: CLARENA_BENCH_THREADS (default 2) -> torch::set_num_threads. Debian's LibTorch uses the
 // libblas.so.3 selected by update-alternatives; run bench/setup_openblas.sh to get OpenBLAS.
+// Run on an otherwise idle machine: with the default (spinning) OMP_WAIT_POLICY, any other CPU load
+// on a 2-core box slows LibTorch's OpenMP regions by 10-100x (OMP_WAIT_POLICY=passive is robust to
+// that but a bit slower when idle). The policy in effect is printed in the context.
 
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
@@ -214,6 +217,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("torch_threads", std::to_string(torch::get_num_threads()));
   benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_threads));
   benchmark::AddCustomContext("blas", blas);
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  benchmark::AddCustomContext("OMP_WAIT_POLICY", wait_policy != nullptr ? wait_policy : "(unset)");
 
   static const std::vector<ModelSpec> kModels = {
       {"default", {784, 256, 256}, 10},

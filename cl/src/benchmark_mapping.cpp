@@ -16,7 +16,9 @@ constexpr uint64_t kTagPermutation = 0x5045524d55544154ULL;  // "PERMUTAT"
 constexpr uint64_t kTagEpoch = 0x45504f43484f5244ULL;        // "EPOCHORD"
 constexpr uint64_t kTagSplit = 0x54524e56414c5350ULL;        // "TRNVALSP"
 
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -26,15 +28,16 @@ uint64_t mix64(uint64_t z) {
 
 std::string list_str(const std::vector<int64_t>& v) {
   std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i ? "," : "") + std::to_string(v[i]);
   return s + "]";
 }
 
 void check_task(const SplitSpec& spec, int task_id) {
   const int n = static_cast<int>(spec.classes_per_task.size());
   if (task_id < 1 || task_id > n) {
-    throw ValueError("task_id " + std::to_string(task_id) + " out of range: valid task ids are 1.." +
-                     std::to_string(n));
+    throw ValueError("task_id " + std::to_string(task_id) +
+                     " out of range: valid task ids are 1.." + std::to_string(n));
   }
 }
 
@@ -47,14 +50,16 @@ uint64_t SplitMix64::next() {
 
 Xoshiro256::Xoshiro256(uint64_t seed) {
   SplitMix64 sm(seed);
-  for (uint64_t& s : s_) s = sm.next();
+  for (uint64_t& s : s_)
+    s = sm.next();
 }
 
 Xoshiro256::Xoshiro256(const std::array<uint64_t, 4>& state) {
   if (state[0] == 0 && state[1] == 0 && state[2] == 0 && state[3] == 0) {
     throw ValueError("Xoshiro256: the all-zero state is invalid");
   }
-  for (size_t i = 0; i < 4; ++i) s_[i] = state[i];
+  for (size_t i = 0; i < 4; ++i)
+    s_[i] = state[i];
 }
 
 uint64_t Xoshiro256::next() {
@@ -159,13 +164,16 @@ SplitSpec make_split(int num_classes, int num_tasks, std::vector<int64_t> class_
 
 Scenario scenario_from_string(std::string_view s) {
   std::string lower(s);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : lower)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower == "til") return Scenario::TIL;
   if (lower == "cil") return Scenario::CIL;
   throw ValueError("unknown scenario '" + std::string(s) + "'; valid: til, cil");
 }
 
-const char* to_string(Scenario s) { return s == Scenario::TIL ? "til" : "cil"; }
+const char* to_string(Scenario s) {
+  return s == Scenario::TIL ? "til" : "cil";
+}
 
 int num_classes_of_task(const SplitSpec& spec, int task_id) {
   check_task(spec, task_id);
@@ -175,7 +183,8 @@ int num_classes_of_task(const SplitSpec& spec, int task_id) {
 int64_t classes_before_task(const SplitSpec& spec, int task_id) {
   check_task(spec, task_id);
   int64_t sum = 0;
-  for (int t = 1; t < task_id; ++t) sum += num_classes_of_task(spec, t);
+  for (int t = 1; t < task_id; ++t)
+    sum += num_classes_of_task(spec, t);
   return sum;
 }
 
@@ -208,8 +217,7 @@ int task_of_class(const SplitSpec& spec, int64_t original_label) {
 
 int64_t permuted_label_offset(Scenario scenario, int task_id, int num_classes) {
   if (task_id < 1) {
-    throw ValueError("permuted_label_offset: task_id must be >= 1, got " +
-                     std::to_string(task_id));
+    throw ValueError("permuted_label_offset: task_id must be >= 1, got " + std::to_string(task_id));
   }
   return scenario == Scenario::TIL ? 0 : int64_t{task_id - 1} * num_classes;
 }
@@ -248,8 +256,8 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int task, int epoch) 
   if (n < 0) throw ValueError("epoch_order: n must be >= 0, got " + std::to_string(n));
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  Xoshiro256 rng(derive_seed(seed, kTagEpoch, static_cast<uint64_t>(task),
-                             static_cast<uint64_t>(epoch)));
+  Xoshiro256 rng(
+      derive_seed(seed, kTagEpoch, static_cast<uint64_t>(task), static_cast<uint64_t>(epoch)));
   fisher_yates(order, rng);
   return order;
 }

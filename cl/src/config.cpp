@@ -40,7 +40,8 @@ std::string trim(const std::string& s) {
 
 std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
   std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  for (const auto& s : v)
+    out += (out.empty() ? "" : sep) + s;
   return out;
 }
 
@@ -57,15 +58,17 @@ template <typename T>
 Field int_field(std::string key, Member<T> m, T lo, T hi, std::string help) {
   const std::string rule = "integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
   auto check = [=](const ExperimentConfig& c) {
-    if (c.*m < lo || c.*m > hi) refuse(key, "expected an " + rule + ", got " + std::to_string(c.*m));
+    if (c.*m < lo || c.*m > hi)
+      refuse(key, "expected an " + rule + ", got " + std::to_string(c.*m));
   };
   auto parse = [=](ExperimentConfig& c, const std::string& v) {
     T x{};
     if (!parse_number(v, x)) refuse(key, "expected an " + rule + ", got `" + v + "`");
     c.*m = x;
   };
-  return {key, "int", rule, help, parse, check,
-          [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
+  return {key, "int", rule, help, parse, check, [m](const ExperimentConfig& c) {
+            return nlohmann::json(c.*m);
+          }};
 }
 
 Field float_field(std::string key, Member<double> m, double lo, bool lo_open, double hi,
@@ -75,7 +78,8 @@ Field float_field(std::string key, Member<double> m, double lo, bool lo_open, do
                            bound(hi) + (hi_open ? ")" : "]");
   auto check = [=](const ExperimentConfig& c) {
     const double x = c.*m;
-    const bool ok = std::isfinite(x) && (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
+    const bool ok =
+        std::isfinite(x) && (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
     if (!ok) refuse(key, "expected a " + rule + ", got " + detail::format_repr(x));
   };
   auto parse = [=](ExperimentConfig& c, const std::string& v) {
@@ -85,14 +89,16 @@ Field float_field(std::string key, Member<double> m, double lo, bool lo_open, do
     }
     c.*m = x;
   };
-  return {key, "float", rule, help, parse, check,
-          [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
+  return {key, "float", rule, help, parse, check, [m](const ExperimentConfig& c) {
+            return nlohmann::json(c.*m);
+          }};
 }
 
 Field bool_field(std::string key, Member<bool> m, std::string help) {
   auto parse = [=](ExperimentConfig& c, const std::string& v) {
     std::string s = trim(v);
-    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (char& ch : s)
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     if (s == "true" || s == "yes" || s == "on" || s == "1") {
       c.*m = true;
     } else if (s == "false" || s == "no" || s == "off" || s == "0") {
@@ -101,7 +107,12 @@ Field bool_field(std::string key, Member<bool> m, std::string help) {
       refuse(key, "expected a boolean (true or false), got `" + v + "`");
     }
   };
-  return {key, "bool", "true | false", help, parse, [](const ExperimentConfig&) {},
+  return {key,
+          "bool",
+          "true | false",
+          help,
+          parse,
+          [](const ExperimentConfig&) {},
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
 }
 
@@ -113,23 +124,30 @@ Field choice_field(std::string key, Member<std::string> m, std::vector<std::stri
       refuse(key, "unknown value `" + c.*m + "`; valid choices: " + join(choices));
     }
   };
-  return {key, "string", rule, help,
-          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); }, check,
+  return {key,
+          "string",
+          rule,
+          help,
+          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); },
+          check,
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
 }
 
 Field string_field(std::string key, Member<std::string> m, std::string rule, std::string help,
                    std::function<void(const ExperimentConfig&)> check) {
-  return {key, "string", rule, help,
-          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); }, check,
+  return {key,
+          "string",
+          rule,
+          help,
+          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); },
+          check,
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
 }
 
 Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, int64_t hi,
-                 bool allow_empty, std::string help) {
-  const std::string rule = std::string(allow_empty ? "" : "non-empty ") +
-                           "list of integers in [" + std::to_string(lo) + ", " +
-                           std::to_string(hi) + "], like [256,128]";
+                 bool allow_empty, const std::string& example, std::string help) {
+  const std::string rule = std::string(allow_empty ? "" : "non-empty ") + "list of integers in [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "], like " + example;
   auto check = [=](const ExperimentConfig& c) {
     if (!allow_empty && (c.*m).empty()) refuse(key, "expected a " + rule + ", got []");
     for (int64_t x : c.*m) {
@@ -151,16 +169,17 @@ Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, in
       const std::string item = body.substr(start, comma - start);
       int64_t x = 0;
       if (!parse_number(item, x)) {
-        refuse(key, "element `" + trim(item) + "` of `" + v + "` is not an integer; expected a " +
-                        rule);
+        refuse(key,
+               "element `" + trim(item) + "` of `" + v + "` is not an integer; expected a " + rule);
       }
       out.push_back(x);
       start = comma + 1;
     }
     c.*m = std::move(out);
   };
-  return {key, "list[int]", rule, help, parse, check,
-          [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
+  return {key, "list[int]", rule, help, parse, check, [m](const ExperimentConfig& c) {
+            return nlohmann::json(c.*m);
+          }};
 }
 
 void check_name(const ExperimentConfig& c) {
@@ -169,8 +188,8 @@ void check_name(const ExperimentConfig& c) {
   };
   if (c.experiment_name.empty() ||
       std::any_of(c.experiment_name.begin(), c.experiment_name.end(), bad)) {
-    refuse("experiment_name", "`" + c.experiment_name +
-                                  "` is not a valid name; use letters, digits, '_', '-' or '.'");
+    refuse("experiment_name",
+           "`" + c.experiment_name + "` is not a valid name; use letters, digits, '_', '-' or '.'");
   }
 }
 
@@ -200,7 +219,7 @@ const std::vector<Field>& fields() {
                    [](const C&) {}),
       int_field<int>("num_tasks", &C::num_tasks, 1, 1000,
                      "number of tasks (split: must divide the 10 classes)"),
-      list_field("class_order", &C::class_order, 0, 9, true,
+      list_field("class_order", &C::class_order, 0, 9, true, "[9,8,7,6,5,4,3,2,1,0]",
                  "order of classes before splitting into tasks; [] = label order (split only)"),
       choice_field("scenario", &C::scenario, {"til", "cil"},
                    "til: a head per task; cil: one head over all classes seen"),
@@ -213,7 +232,8 @@ const std::vector<Field>& fields() {
       float_field("lr", &C::lr, 0.0, true, 10.0, false, "learning rate"),
       float_field("momentum", &C::momentum, 0.0, false, 1.0, true, "SGD momentum"),
       float_field("weight_decay", &C::weight_decay, 0.0, false, 1.0, false, "L2 weight decay"),
-      list_field("hidden_dims", &C::hidden_dims, 1, 1 << 20, false, "MLP backbone hidden sizes"),
+      list_field("hidden_dims", &C::hidden_dims, 1, 1 << 20, false, "[256,128]",
+                 "MLP backbone hidden sizes"),
       bool_field("batch_norm", &C::batch_norm, "batch norm after each hidden layer"),
       float_field("val_fraction", &C::val_fraction, 0.0, false, 1.0, true,
                   "share of each task's training data held out for validation"),
@@ -231,7 +251,8 @@ const std::vector<Field>& fields() {
 
 std::vector<std::string> keys() {
   std::vector<std::string> k;
-  for (const Field& f : fields()) k.push_back(f.key);
+  for (const Field& f : fields())
+    k.push_back(f.key);
   return k;
 }
 
@@ -308,17 +329,19 @@ ExperimentConfig load_config(const std::filesystem::path& yaml_file) {
 void apply_override(ExperimentConfig& cfg, const std::string& key_eq_value) {
   const size_t eq = key_eq_value.find('=');
   if (eq == std::string::npos) {
-    throw ConfigError("override `" + key_eq_value + "` is not of the form key=value; valid keys: " +
-                      join(keys()));
+    throw ConfigError("override `" + key_eq_value +
+                      "` is not of the form key=value; valid keys: " + join(keys()));
   }
   set_value(cfg, trim(key_eq_value.substr(0, eq)), key_eq_value.substr(eq + 1));
 }
 
 void validate(const ExperimentConfig& cfg) {
-  for (const Field& f : fields()) f.check(cfg);
+  for (const Field& f : fields())
+    f.check(cfg);
   if (cfg.dataset == "mnist" && cfg.data_dir.empty()) {
-    refuse("data_dir", "dataset=mnist has no default location; set data_dir= to a folder of "
-                       "MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)");
+    refuse("data_dir",
+           "dataset=mnist has no default location; set data_dir= to a folder of "
+           "MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)");
   }
   if (cfg.benchmark == "split") {
     try {
@@ -330,24 +353,27 @@ void validate(const ExperimentConfig& cfg) {
                         std::string(e.what()));
     }
   } else if (!cfg.class_order.empty()) {
-    refuse("class_order", "applies only to benchmark=split; leave it [] for benchmark=" +
-                              cfg.benchmark);
+    refuse("class_order",
+           "applies only to benchmark=split; leave it [] for benchmark=" + cfg.benchmark);
   }
 }
 
 nlohmann::json to_json(const ExperimentConfig& cfg) {
   nlohmann::json j = nlohmann::json::object();
-  for (const Field& f : fields()) j[f.key] = f.get(cfg);
+  for (const Field& f : fields())
+    j[f.key] = f.get(cfg);
   return j;
 }
 
 std::string settings_help() {
   const ExperimentConfig defaults;
   std::vector<std::vector<std::string>> rows = {{"key", "type", "default", "valid values"}};
-  for (const Field& f : fields()) rows.push_back({f.key, f.type, f.get(defaults).dump(), f.rule});
+  for (const Field& f : fields())
+    rows.push_back({f.key, f.type, f.get(defaults).dump(), f.rule});
   std::vector<size_t> width(4, 0);
   for (const auto& r : rows) {
-    for (size_t c = 0; c < 4; ++c) width[c] = std::max(width[c], r[c].size());
+    for (size_t c = 0; c < 4; ++c)
+      width[c] = std::max(width[c], r[c].size());
   }
   std::string out = "Settings (YAML `key: value` or override `key=value`):\n";
   for (size_t i = 0; i < rows.size(); ++i) {

@@ -26,19 +26,27 @@ constexpr const char* kDataHint =
 
 std::string type_name(uint8_t type) {
   switch (type) {
-    case 0x08: return "unsigned byte (0x08)";
-    case 0x09: return "signed byte (0x09)";
-    case 0x0B: return "int16 (0x0B)";
-    case 0x0C: return "int32 (0x0C)";
-    case 0x0D: return "float32 (0x0D)";
-    case 0x0E: return "float64 (0x0E)";
-    default: return "unknown type code " + std::to_string(type);
+    case 0x08:
+      return "unsigned byte (0x08)";
+    case 0x09:
+      return "signed byte (0x09)";
+    case 0x0B:
+      return "int16 (0x0B)";
+    case 0x0C:
+      return "int32 (0x0C)";
+    case 0x0D:
+      return "float32 (0x0D)";
+    case 0x0E:
+      return "float64 (0x0E)";
+    default:
+      return "unknown type code " + std::to_string(type);
   }
 }
 
 std::string dims_str(const std::vector<int64_t>& dims) {
   std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  for (size_t i = 0; i < dims.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(dims[i]);
   return s + "]";
 }
 
@@ -71,8 +79,8 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const fs::path& path
       if (zs.avail_in == 0) break;
       if (zs.next_in[0] != 0x1f) {
         inflateEnd(&zs);
-        fail(path, "trailing garbage after the gzip stream at compressed byte offset " +
-                       consumed());
+        fail(path,
+             "trailing garbage after the gzip stream at compressed byte offset " + consumed());
       }
       inflateReset(&zs);
     } else if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
@@ -94,7 +102,8 @@ uint32_t read_be32(const uint8_t* p) {
 }
 
 void put_be32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<uint8_t>(v >> shift));
 }
 
 // Returns `<dir>/<base>` or `<dir>/<base>.gz`, whichever exists (plain preferred).
@@ -173,26 +182,25 @@ void write_idx(const fs::path& path, const std::vector<int64_t>& dims,
   uint64_t expected = 1;
   for (int64_t d : dims) {
     if (d < 0 || d > std::numeric_limits<uint32_t>::max()) {
-      throw ValueError("write_idx '" + path.string() + "': dim out of range in " +
-                       dims_str(dims));
+      throw ValueError("write_idx '" + path.string() + "': dim out of range in " + dims_str(dims));
     }
     expected *= static_cast<uint64_t>(d);
   }
   if (expected != data.size()) {
     throw ValueError("write_idx '" + path.string() + "': dims " + dims_str(dims) + " need " +
-                     std::to_string(expected) + " bytes, data has " +
-                     std::to_string(data.size()));
+                     std::to_string(expected) + " bytes, data has " + std::to_string(data.size()));
   }
   std::vector<uint8_t> bytes = {0, 0, kTypeUnsignedByte, static_cast<uint8_t>(dims.size())};
-  for (int64_t d : dims) put_be32(bytes, static_cast<uint32_t>(d));
+  for (int64_t d : dims)
+    put_be32(bytes, static_cast<uint32_t>(d));
   bytes.insert(bytes.end(), data.begin(), data.end());
 
   if (gzip) {
     gzFile f = gzopen(path.c_str(), "wb");
     if (!f) throw IOError("write_idx: cannot open '" + path.string() + "' for writing");
-    const bool ok = bytes.empty() ||
-                    gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())) ==
-                        static_cast<int>(bytes.size());
+    const bool ok =
+        bytes.empty() || gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())) ==
+                             static_cast<int>(bytes.size());
     if (gzclose(f) != Z_OK || !ok) {
       throw IOError("write_idx: failed writing gzip file '" + path.string() + "'");
     }
@@ -215,8 +223,7 @@ IdxDataset load_idx_split(const fs::path& dir, bool train, int64_t num_classes) 
   IdxArray labels = read_idx(labels_path);
 
   if (images.dims.size() != 3) {
-    fail(images_path, "images must have 3 dims (count, rows, cols), got " +
-                          dims_str(images.dims));
+    fail(images_path, "images must have 3 dims (count, rows, cols), got " + dims_str(images.dims));
   }
   if (labels.dims.size() != 1) {
     fail(labels_path, "labels must have 1 dim (count), got " + dims_str(labels.dims));

@@ -22,8 +22,7 @@ namespace {
 void check_after_task(const AccuracyMatrix& m, int after_task, int min, const char* what) {
   if (after_task < min || after_task > m.num_tasks()) {
     throw ValueError(std::string(what) + ": after_task " + std::to_string(after_task) +
-                     " out of range " + std::to_string(min) + ".." +
-                     std::to_string(m.num_tasks()));
+                     " out of range " + std::to_string(min) + ".." + std::to_string(m.num_tasks()));
   }
 }
 
@@ -43,9 +42,8 @@ AccuracyMatrix::AccuracyMatrix(int num_tasks) : n_(num_tasks) {
 size_t AccuracyMatrix::index(int i, int j) const {
   if (i < 1 || i > n_ || j < 1 || j > i) {
     throw ValueError("AccuracyMatrix: cell (after task " + std::to_string(i) + ", test on task " +
-                     std::to_string(j) + ") outside the lower triangle of a " +
-                     std::to_string(n_) + "-task matrix (needs 1 <= j <= i <= " +
-                     std::to_string(n_) + ")");
+                     std::to_string(j) + ") outside the lower triangle of a " + std::to_string(n_) +
+                     "-task matrix (needs 1 <= j <= i <= " + std::to_string(n_) + ")");
   }
   return static_cast<size_t>(i - 1) * static_cast<size_t>(i) / 2 + static_cast<size_t>(j - 1);
 }
@@ -82,21 +80,24 @@ bool AccuracyMatrix::row_complete(int after_task) const {
 
 int AccuracyMatrix::trained_tasks() const {
   int t = 0;
-  while (t < n_ && row_complete(t + 1)) ++t;
+  while (t < n_ && row_complete(t + 1))
+    ++t;
   return t;
 }
 
 double average_accuracy(const AccuracyMatrix& m, int after_task) {
   check_after_task(m, after_task, 1, "average_accuracy");
   double sum = 0.0;
-  for (int j = 1; j <= after_task; ++j) sum += m.at(after_task, j);
+  for (int j = 1; j <= after_task; ++j)
+    sum += m.at(after_task, j);
   return sum / after_task;
 }
 
 double backward_transfer(const AccuracyMatrix& m, int after_task) {
   check_after_task(m, after_task, 2, "backward_transfer");
   double sum = 0.0;
-  for (int j = 1; j < after_task; ++j) sum += m.at(after_task, j) - m.at(j, j);
+  for (int j = 1; j < after_task; ++j)
+    sum += m.at(after_task, j) - m.at(j, j);
   return sum / (after_task - 1);
 }
 
@@ -105,7 +106,8 @@ std::vector<double> forgetting_per_task(const AccuracyMatrix& m, int after_task)
   std::vector<double> out;
   for (int j = 1; j < after_task; ++j) {
     double best = m.at(j, j);
-    for (int i = j + 1; i < after_task; ++i) best = std::max(best, m.at(i, j));
+    for (int i = j + 1; i < after_task; ++i)
+      best = std::max(best, m.at(i, j));
     out.push_back(best - m.at(after_task, j));
   }
   return out;
@@ -115,7 +117,8 @@ double average_forgetting(const AccuracyMatrix& m, int after_task) {
   check_after_task(m, after_task, 2, "average_forgetting");
   const std::vector<double> f = forgetting_per_task(m, after_task);
   double sum = 0.0;
-  for (double v : f) sum += v;
+  for (double v : f)
+    sum += v;
   return sum / static_cast<double>(f.size());
 }
 
@@ -136,7 +139,8 @@ double forward_transfer(const AccuracyMatrix& m, const std::vector<double>& refe
 
 std::vector<double> diagonal(const AccuracyMatrix& m) {
   std::vector<double> d;
-  for (int t = 1; t <= m.trained_tasks(); ++t) d.push_back(m.at(t, t));
+  for (int t = 1; t <= m.trained_tasks(); ++t)
+    d.push_back(m.at(t, t));
   return d;
 }
 
@@ -145,7 +149,8 @@ void write_acc_csv(const std::filesystem::path& path, const AccuracyMatrix& m) {
   if (!out) throw IOError("write_acc_csv: cannot open '" + path.string() + "' for writing");
   const int n = m.num_tasks();
   out << "after_training_task,average_accuracy";
-  for (int j = 1; j <= n; ++j) out << ",test_on_task_" << j;
+  for (int j = 1; j <= n; ++j)
+    out << ",test_on_task_" << j;
   out << '\n';
   for (int i = 1; i <= m.trained_tasks(); ++i) {
     out << i << ',' << detail::format_repr(average_accuracy(m, i));
@@ -168,7 +173,8 @@ nlohmann::json metrics_json(const AccuracyMatrix& m,
   nlohmann::json avg = nlohmann::json::array();
   for (int i = 1; i <= t_end; ++i) {
     nlohmann::json row = nlohmann::json::array();
-    for (int k = 1; k <= i; ++k) row.push_back(m.at(i, k));
+    for (int k = 1; k <= i; ++k)
+      row.push_back(m.at(i, k));
     rows.push_back(row);
     avg.push_back(average_accuracy(m, i));
   }
@@ -190,7 +196,8 @@ std::string format_matrix(const AccuracyMatrix& m, const std::string& title) {
   const int n = m.num_tasks();
   constexpr size_t kCol = 8;
   std::string s = title + "\n" + pad_left("after \\ test", 13);
-  for (int j = 1; j <= n; ++j) s += pad_left(std::to_string(j), kCol);
+  for (int j = 1; j <= n; ++j)
+    s += pad_left(std::to_string(j), kCol);
   s += pad_left("avg", kCol) + "\n";
   int last = 0;  // rows after the last one holding any value are left out
   for (int i = 1; i <= n; ++i) {
@@ -204,8 +211,7 @@ std::string format_matrix(const AccuracyMatrix& m, const std::string& title) {
       const auto v = j <= i ? m.get(i, j) : std::nullopt;
       s += pad_left(v ? detail::format_fixed(*v, 4) : (j <= i ? "?" : ""), kCol);
     }
-    s += pad_left(m.row_complete(i) ? detail::format_fixed(average_accuracy(m, i), 4) : "",
-                  kCol);
+    s += pad_left(m.row_complete(i) ? detail::format_fixed(average_accuracy(m, i), 4) : "", kCol);
     s += "\n";
   }
   return s;

@@ -12,18 +12,31 @@ namespace {
 
 using detail::format_fixed;
 
-std::string num(double v) { return format_fixed(v, 2); }
+std::string num(double v) {
+  return format_fixed(v, 2);
+}
 
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -37,8 +50,9 @@ std::string text(double x, double y, const std::string& s, int size, const char*
 
 std::string svg_open(double w, double h) {
   return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
-         "width=\"" + num(w) + "\" height=\"" + num(h) + "\" viewBox=\"0 0 " + num(w) + " " +
-         num(h) + "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%\" "
+         "width=\"" +
+         num(w) + "\" height=\"" + num(h) + "\" viewBox=\"0 0 " + num(w) + " " + num(h) +
+         "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%\" "
          "height=\"100%\" fill=\"white\"/>\n";
 }
 
@@ -56,7 +70,8 @@ constexpr unsigned kGreens[9] = {0xf7fcf5, 0xe5f5e0, 0xc7e9c0, 0xa1d99b, 0x74c47
 std::string hex(unsigned rgb) {
   const char* d = "0123456789abcdef";
   std::string s = "#";
-  for (int shift = 20; shift >= 0; shift -= 4) s += d[(rgb >> shift) & 0xf];
+  for (int shift = 20; shift >= 0; shift -= 4)
+    s += d[(rgb >> shift) & 0xf];
   return s;
 }
 
@@ -81,16 +96,17 @@ void write_heatmap_svg(const std::filesystem::path& path, const AccuracyMatrix& 
                        const std::string& title) {
   const int n = m.num_tasks();
   const double cell = 64, left = 96, top = 56, grid = n * cell;
-  const double bar_x = left + grid + 24, width = bar_x + 72, height = top + grid + 64;
+  const double bar_x = left + grid + 24, height = top + grid + 64;
+  // Wide enough for the title (about 11 px per bold 18 px character).
+  const double width = std::max(bar_x + 72, 11.0 * static_cast<double>(title.size()) + 40);
   std::string s = svg_open(width, height);
   s += text(width / 2, 30, title, 18, "middle", " font-weight=\"bold\"");
   for (int i = 1; i <= n; ++i) {
     for (int j = 1; j <= i; ++j) {
       const double x = left + (j - 1) * cell, y = top + (i - 1) * cell;
       const auto v = m.get(i, j);
-      s += "<rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" + num(cell) +
-           "\" height=\"" + num(cell) + "\" fill=\"" + (v ? greens(*v) : "#eeeeee") +
-           "\" stroke=\"#ffffff\"/>\n";
+      s += "<rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" + num(cell) + "\" height=\"" +
+           num(cell) + "\" fill=\"" + (v ? greens(*v) : "#eeeeee") + "\" stroke=\"#ffffff\"/>\n";
       if (v) {
         const char* ink = *v > 0.6 ? "#ffffff" : "#000000";
         s += text(x + cell / 2, y + cell / 2 + 5, format_fixed(*v, 3), 14, "middle",
@@ -132,7 +148,9 @@ void write_curve_svg(const std::filesystem::path& path, const std::vector<Series
   for (const auto& [name, ys] : series) {
     npts = std::max(npts, ys.size());
     for (double y : ys) {
-      if (std::isfinite(y)) vmin = std::min(vmin, y), vmax = std::max(vmax, y);
+      if (!std::isfinite(y)) continue;
+      vmin = std::min(vmin, y);
+      vmax = std::max(vmax, y);
     }
   }
   if (vmin < 0.0 || vmax > 1.0) {  // not accuracies: fit the data with a margin
@@ -140,8 +158,14 @@ void write_curve_svg(const std::filesystem::path& path, const std::vector<Series
     lo = vmin - pad, hi = vmax + pad;
   }
   const double left = 72, top = 52, pw = 520, ph = 300, legend_x = left + pw + 20;
-  const double width = legend_x + 170, height = top + ph + 62;
-  auto px = [&](double x) { return npts == 1 ? left + pw / 2 : left + (x - 1) * pw / static_cast<double>(npts - 1); };
+  size_t longest = 0;
+  for (const auto& sr : series)
+    longest = std::max(longest, sr.first.size());
+  const double width = legend_x + std::max(170.0, 8.0 * static_cast<double>(longest) + 50),
+               height = top + ph + 62;
+  auto px = [&](double x) {
+    return npts == 1 ? left + pw / 2 : left + (x - 1) * pw / static_cast<double>(npts - 1);
+  };
   auto py = [&](double y) { return top + ph * (hi - y) / (hi - lo); };
 
   std::string s = svg_open(width, height);
@@ -156,8 +180,8 @@ void write_curve_svg(const std::filesystem::path& path, const std::vector<Series
   for (size_t x = 1; x <= npts; x += step) {
     s += text(px(static_cast<double>(x)), top + ph + 20, std::to_string(x), 12, "middle");
   }
-  s += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(pw) +
-       "\" height=\"" + num(ph) + "\" fill=\"none\" stroke=\"#444444\"/>\n";
+  s += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(pw) + "\" height=\"" +
+       num(ph) + "\" fill=\"none\" stroke=\"#444444\"/>\n";
   s += text(left + pw / 2, top + ph + 46, xlabel, 14, "middle");
   const double ylab_x = 22, ylab_y = top + ph / 2;
   s += text(ylab_x, ylab_y, ylabel, 14, "middle",

@@ -40,7 +40,8 @@ inline std::string format_repr(double v) {
   }
   if (exp < 0) return out + "0." + std::string(static_cast<size_t>(-exp - 1), '0') + digits;
   const auto int_len = static_cast<size_t>(exp) + 1;
-  if (digits.size() <= int_len) return out + digits + std::string(int_len - digits.size(), '0') + ".0";
+  if (digits.size() <= int_len)
+    return out + digits + std::string(int_len - digits.size(), '0') + ".0";
   return out + digits.substr(0, int_len) + "." + digits.substr(int_len);
 }
 

@@ -59,14 +59,17 @@ std::vector<Tensor> Node::apply(const Tensor& grad_output) {
   return backward_(*this, grad_output);
 }
 
-bool any_needs_grad(std::initializer_list<Tensor> inputs) {
+namespace {
+template <typename Tensors>
+bool any_requires(const Tensors& inputs) {
   if (!grad_mode) return false;
   for (const Tensor& t : inputs)
     if (t.defined() && t.requires_grad()) return true;
   return false;
 }
 
-std::shared_ptr<Node> make_node(const char* name, std::initializer_list<Tensor> inputs) {
+template <typename Tensors>
+std::shared_ptr<Node> node_for(const char* name, const Tensors& inputs) {
   std::vector<Edge> edges;
   edges.reserve(inputs.size());
   for (const Tensor& t : inputs) {
@@ -78,6 +81,16 @@ std::shared_ptr<Node> make_node(const char* name, std::initializer_list<Tensor> 
     edges.push_back(std::move(edge));
   }
   return std::make_shared<Node>(name, std::move(edges));
+}
+}  // namespace
+
+bool any_needs_grad(std::initializer_list<Tensor> inputs) { return any_requires(inputs); }
+bool any_needs_grad(const std::vector<Tensor>& inputs) { return any_requires(inputs); }
+std::shared_ptr<Node> make_node(const char* name, std::initializer_list<Tensor> inputs) {
+  return node_for(name, inputs);
+}
+std::shared_ptr<Node> make_node(const char* name, const std::vector<Tensor>& inputs) {
+  return node_for(name, inputs);
 }
 
 Tensor attach(Tensor output, std::shared_ptr<Node> node) {

@@ -170,3 +170,51 @@ Tensor Tensor::clone() const {
 }
 
 }  // namespace clarena
+
+namespace clarena {
+
+Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
+  if (tensors.empty()) throw ValueError("concat: no tensors given");
+  const Tensor& first = tensors.front();
+  dim = detail::wrap_dim("concat", dim, 2);
+  int64_t total = 0;
+  for (const Tensor& t : tensors) {
+    detail::check_inputs("concat", {first, t});
+    detail::check_rank("concat", t, 2);
+    if (t.size(1 - dim) != first.size(1 - dim))
+      detail::shape_mismatch("concat", first, t, "sizes must agree outside the concat dimension");
+    total += t.size(dim);
+  }
+  const int64_t rows = dim == 0 ? total : first.size(0), cols = dim == 1 ? total : first.size(1);
+  Tensor out = Tensor::empty({rows, cols}, first.dtype(), first.device());
+  const size_t item = itemsize(first.dtype());
+  // Each input is a block of the output: at a row offset (dim 0) or a column offset (dim 1).
+  auto block_offset = [dim, cols, item](int64_t start) { return static_cast<size_t>(dim == 0 ? start * cols : start) * item; };
+  int64_t start = 0;
+  for (const Tensor& t : tensors) {
+    backend(t).copy_block(t.dtype(), t.size(0), t.size(1), t.raw(), t.size(1),
+                          static_cast<char*>(out.raw()) + block_offset(start), cols);
+    start += t.size(dim);
+  }
+  if (!autograd::any_needs_grad(tensors)) return out;
+  std::vector<Shape> shapes;
+  for (const Tensor& t : tensors) shapes.push_back(t.shape());
+  auto node = autograd::make_node("concat", tensors);
+  node->set_backward([shapes, dim, cols, block_offset](Node& n, const Tensor& g) {
+    std::vector<Tensor> grads(shapes.size());
+    int64_t start = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      if (n.needs_grad(i)) {
+        grads[i] = Tensor::empty(shapes[i], g.dtype(), g.device());
+        backend(g).copy_block(g.dtype(), shapes[i][0], shapes[i][1],
+                              static_cast<const char*>(g.raw()) + block_offset(start), cols,
+                              grads[i].raw(), shapes[i][1]);
+      }
+      start += shapes[i][dim];
+    }
+    return grads;
+  });
+  return autograd::attach(out, node);
+}
+
+}  // namespace clarena

@@ -303,9 +303,13 @@ class CpuBackend final : public Backend {
     size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     if (!p) throw OutOfMemory("cpu: cannot allocate " + std::to_string(bytes) + " bytes");
+    stats_.on_allocate(bytes);
     return p;
   }
-  void deallocate(void* ptr, size_t) override { std::free(ptr); }
+  void deallocate(void* ptr, size_t bytes) override {
+    stats_.on_deallocate(bytes);
+    std::free(ptr);
+  }
   void copy_from_host(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
@@ -323,6 +327,14 @@ class CpuBackend final : public Backend {
     dispatch_float(t, "fill", [&]<typename T>(T*) {
       std::fill_n(CLARENA_TYPED(dst), n, static_cast<T>(value));
     });
+  }
+
+  void copy_block(DType t, int64_t rows, int64_t cols, const void* src, int64_t src_ld, void* dst,
+                  int64_t dst_ld) override {
+    const size_t item = itemsize(t), row_bytes = static_cast<size_t>(cols) * item;
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dst_ld * item,
+                  static_cast<const char*>(src) + r * src_ld * item, row_bytes);
   }
 
   void gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,

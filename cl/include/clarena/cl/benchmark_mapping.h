@@ -68,7 +68,8 @@ struct SplitSpec {
 /// Splits `num_classes` classes into `num_tasks` tasks of equal size, in `class_order`
 /// (empty = label order 0..num_classes-1). Throws clarena::ValueError when the classes do
 /// not divide evenly or class_order is not a permutation of 0..num_classes-1.
-SplitSpec make_split(int num_classes = 10, int num_tasks = 5, std::vector<int64_t> class_order = {});
+SplitSpec make_split(int num_classes = 10, int num_tasks = 5,
+                     std::vector<int64_t> class_order = {});
 
 // ---- Label mapping ----
 

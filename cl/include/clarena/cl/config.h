@@ -23,17 +23,17 @@ class ConfigError : public ValueError {
 /// Every setting of a run. settings_help() lists keys, types, defaults and choices.
 struct ExperimentConfig {
   std::string experiment_name = "split_fmnist";
-  std::string benchmark = "split";         // split | permuted
-  std::string dataset = "fashion_mnist";   // fashion_mnist | mnist
-  std::string data_dir;                    // empty: kFashionMnistDir for fashion_mnist
+  std::string benchmark = "split";        // split | permuted
+  std::string dataset = "fashion_mnist";  // fashion_mnist | mnist
+  std::string data_dir;                   // empty: kFashionMnistDir for fashion_mnist
   int num_tasks = 5;
-  std::vector<int64_t> class_order;        // empty: label order (split only)
-  std::string scenario = "til";            // til | cil
-  std::string algorithm = "finetuning";    // finetuning | fix | independent | random
+  std::vector<int64_t> class_order;      // empty: label order (split only)
+  std::string scenario = "til";          // til | cil
+  std::string algorithm = "finetuning";  // finetuning | fix | independent | random
   bool freeze_heads = false;
   int epochs = 2;
   int batch_size = 64;
-  std::string optimizer = "sgd";           // sgd | adam
+  std::string optimizer = "sgd";  // sgd | adam
   double lr = 0.01;
   double momentum = 0.9;
   double weight_decay = 0.0;

@@ -79,10 +79,12 @@ inline bool needs_grad(const Tensor& t) {
   return t.defined() && t.requires_grad() && grad_mode_enabled();
 }
 bool any_needs_grad(std::initializer_list<Tensor> inputs);
+bool any_needs_grad(const std::vector<Tensor>& inputs);
 
 /// Creates the node of an op whose inputs are given (undefined inputs allowed, e.g. a missing
 /// bias). Call only when any_needs_grad(inputs).
 std::shared_ptr<Node> make_node(const char* name, std::initializer_list<Tensor> inputs);
+std::shared_ptr<Node> make_node(const char* name, const std::vector<Tensor>& inputs);
 /// Makes `output` the result of `node`: it now requires grad and has history.
 Tensor attach(Tensor output, std::shared_ptr<Node> node);
 

@@ -3,6 +3,8 @@
 // when grad mode is on and some input requires grad.
 #pragma once
 
+#include <vector>
+
 #include "clarena/core/tensor.h"
 
 namespace clarena {
@@ -30,6 +32,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false,
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 /// relu(linear(x, weight, bias)) in one node: the bias and ReLU ride one pass over the output.
 Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+/// Concatenates 2-D tensors along dim 0 (rows) or 1 (columns).
+Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);
 
 // --- reductions --------------------------------------------------------------------------
 Tensor sum(const Tensor& x);               // all elements → shape []

@@ -34,6 +34,13 @@ struct KernelStats {
   int64_t gemm_calls = 0;
   int64_t kernel_launches = 0;  // every kernel, GEMMs included
   int64_t device_mallocs = 0;   // calls into the device's raw allocator (cudaMalloc)
+  int64_t bytes_in_use = 0;     // tensor storage currently allocated on the device
+  int64_t peak_bytes_in_use = 0;
+  void on_allocate(size_t bytes) {
+    bytes_in_use += static_cast<int64_t>(bytes);
+    if (bytes_in_use > peak_bytes_in_use) peak_bytes_in_use = bytes_in_use;
+  }
+  void on_deallocate(size_t bytes) { bytes_in_use -= static_cast<int64_t>(bytes); }
 };
 
 class Backend {
@@ -48,6 +55,10 @@ class Backend {
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill(DType, int64_t n, double value, void* dst) = 0;
+  /// Copies a [rows, cols] block between row-major matrices of leading dimensions src_ld and
+  /// dst_ld: dst[r * dst_ld + c] = src[r * src_ld + c] (pointers already at the block start).
+  virtual void copy_block(DType, int64_t rows, int64_t cols, const void* src, int64_t src_ld,
+                          void* dst, int64_t dst_ld) = 0;
   virtual void synchronize() {}
 
   // --- products -----------------------------------------------------------------------

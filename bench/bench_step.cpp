@@ -1,0 +1,85 @@
+// bench_step: one full training step of an MLP backbone + linear head, trainable, frozen
+// (requires_grad_(false) backbone: Fix after task 1) and forward-only (the floor a frozen
+// step should approach), over a grid of models and batch sizes, on every available device.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+
+#include "clarena/kernels/backend.h"
+#include "step_model.h"
+
+namespace clarena::bench {
+
+Tensor StepModel::step(double* backward_seconds) {
+  if (mode_ == Mode::ForwardOnly) {
+    autograd::NoGradGuard no_grad;
+    return cross_entropy((*head_)(backbone_->forward(x_)), y_);
+  }
+  Tensor loss = cross_entropy((*head_)(backbone_->forward(x_)), y_);
+  auto start = std::chrono::steady_clock::now();
+  loss.backward();
+  if (backward_seconds) {
+    kernels::backend_for(loss.device()).synchronize();
+    *backward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  sgd_->step();
+  sgd_->zero_grad();
+  return loss;
+}
+
+namespace {
+
+void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Device device) {
+  const int64_t batch = state.range(0);
+  StepModel model(shape, batch, mode, device);
+  auto& backend = kernels::backend_for(device);
+  model.step();  // warm up: first-touch allocations, optimizer state
+  backend.synchronize();
+  autograd::reset_stats();
+  const int64_t base_peak = backend.stats().bytes_in_use;
+  backend.stats().peak_bytes_in_use = base_peak;
+  double backward_seconds = 0, total_seconds = 0;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    model.step(&backward_seconds);
+    backend.synchronize();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    total_seconds += seconds;
+    state.SetIterationTime(seconds);
+  }
+  const double flops = step_flops(shape, batch, mode);
+  const auto& graph = autograd::stats();
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["FLOPs"] = flops;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * iterations, benchmark::Counter::kIsRate);
+  state.counters["nodes"] = static_cast<double>(graph.nodes_recorded) / iterations;
+  state.counters["saved_bytes"] = static_cast<double>(graph.peak_saved_bytes);
+  state.counters["peak_mem"] = static_cast<double>(backend.stats().peak_bytes_in_use);
+  state.counters["bwd_share"] = total_seconds > 0 ? backward_seconds / total_seconds : 0;
+}
+
+void register_all() {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_is_available()) devices.push_back(Device::cuda(0));
+  for (Device device : devices)
+    for (const ModelShape& shape : model_shapes())
+      for (Mode mode : {Mode::Trainable, Mode::Frozen, Mode::ForwardOnly}) {
+        const std::string name = "BM_Step/" + std::string(device.is_cpu() ? "cpu" : "cuda") + "/" +
+                                 shape.name + "/" + mode_name(mode);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), run_step, shape, mode, device);
+        b->UseManualTime()->Unit(benchmark::kMicrosecond);
+        for (int64_t batch : {1, 32, 128, 512, 2048})
+          if (!(shape.name == "wide" && batch == 2048 && device.is_cpu())) b->Arg(batch);
+      }
+}
+
+}  // namespace
+}  // namespace clarena::bench
+
+int main(int argc, char** argv) {
+  clarena::bench::register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}

@@ -1,0 +1,278 @@
+// Gradient checks in float64 for every differentiable op, over a grid of shapes that includes
+// batch size 1 and odd widths; each op is also checked with only one input requiring grad.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "clarena/clarena.h"
+#include "gradcheck.h"
+
+using namespace clarena;
+
+namespace {
+
+constexpr DType f64 = DType::Float64;
+
+Tensor randn(const Shape& shape, Generator& gen, double std = 1.0) {
+  return Tensor::normal(shape, 0.0, std, gen, f64);
+}
+
+/// Uniform values in ±[0.1, 1.1): no element near 0 (for the ReLU kink).
+Tensor away_from_zero(const Shape& shape, Generator& gen) {
+  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
+  for (double& x : v) x = (gen.uniform() < 0.5 ? -1 : 1) * (0.1 + gen.uniform());
+  return Tensor::from_vector(v, shape);
+}
+
+Tensor labels_for(int64_t rows, int64_t classes, Generator& gen) {
+  std::vector<int64_t> v(static_cast<size_t>(rows));
+  for (auto& l : v) l = static_cast<int64_t>(gen.below(static_cast<uint64_t>(classes)));
+  return Tensor::from_vector(v, {rows});
+}
+
+struct Case {
+  std::vector<Tensor> inputs;
+  gradcheck::Fn fn;
+};
+using Maker = std::function<Case(int64_t rows, int64_t cols, Generator& gen)>;
+
+/// Binary ops, with the broadcast layouts: same shape, [B,N]∘[N], [N]∘[B,N], [B,N]∘[1,N].
+void add_binary(std::map<std::string, Maker>& ops, const std::string& name,
+                Tensor (*op)(const Tensor&, const Tensor&)) {
+  auto f = [op](const std::vector<Tensor>& in) { return op(in[0], in[1]); };
+  ops[name + "_same"] = [=](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({b, n}, g)}, f};
+  };
+  ops[name + "_row_b"] = [=](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({n}, g)}, f};
+  };
+  ops[name + "_row_a"] = [=](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({n}, g), randn({b, n}, g)}, f};
+  };
+  ops[name + "_row_1n"] = [=](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({1, n}, g)}, f};
+  };
+}
+
+std::map<std::string, Maker> all_ops() {
+  std::map<std::string, Maker> ops;
+  add_binary(ops, "add", &add);
+  add_binary(ops, "sub", &sub);
+  add_binary(ops, "mul", static_cast<Tensor (*)(const Tensor&, const Tensor&)>(&mul));
+  ops["mul_scalar"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return in[0] * -2.5; }};
+  };
+  // matmul: op(a) [b, n] · op(b) [n, 3], stored transposed when asked.
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const std::string name = std::string("matmul_") + (ta ? "t" : "n") + (tb ? "t" : "n");
+      ops[name] = [=](int64_t b, int64_t n, Generator& g) {
+        const int64_t m = 3;
+        Tensor a = ta ? randn({n, b}, g) : randn({b, n}, g);
+        Tensor c = tb ? randn({m, n}, g) : randn({n, m}, g);
+        return Case{{a, c}, [=](const std::vector<Tensor>& in) {
+                      return matmul(in[0], in[1], ta, tb);
+                    }};
+      };
+    }
+  ops["linear"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({5, n}, g), randn({5}, g)},
+                [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }};
+  };
+  ops["linear_nobias"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({5, n}, g)},
+                [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }};
+  };
+  // Pre-activations stay away from the kink: |x·Wᵀ| <= 13 * 0.1 * 0.5 < 1 while the bias
+  // columns alternate near +1.5 and -1.5, so both sides of the ReLU are exercised.
+  ops["linear_relu"] = [](int64_t b, int64_t n, Generator& g) {
+    Tensor x = Tensor::uniform({b, n}, -0.1, 0.1, g, f64);
+    Tensor w = Tensor::uniform({5, n}, -0.5, 0.5, g, f64);
+    std::vector<double> bias(5);
+    for (size_t i = 0; i < bias.size(); ++i) bias[i] = (i % 2 ? -1.5 : 1.5) + 0.1 * g.uniform();
+    return Case{{x, w, Tensor::from_vector(bias, {5})},
+                [](const std::vector<Tensor>& in) { return linear_relu(in[0], in[1], in[2]); }};
+  };
+  ops["relu"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{away_from_zero({b, n}, g)},
+                [](const std::vector<Tensor>& in) { return relu(in[0]); }};
+  };
+  ops["tanh"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return tanh(in[0]); }};
+  };
+  ops["sigmoid"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g, 2.0)},
+                [](const std::vector<Tensor>& in) { return sigmoid(in[0]); }};
+  };
+  ops["sum"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return sum(in[0]); }};
+  };
+  ops["mean"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return mean(in[0]); }};
+  };
+  for (int64_t dim : {0, 1, -1}) {
+    const std::string suffix = dim < 0 ? "_dim_minus1" : "_dim" + std::to_string(dim);
+    ops["sum" + suffix] = [dim](int64_t b, int64_t n, Generator& g) {
+      return Case{{randn({b, n}, g)},
+                  [dim](const std::vector<Tensor>& in) { return sum(in[0], dim); }};
+    };
+    ops["mean" + suffix] = [dim](int64_t b, int64_t n, Generator& g) {
+      return Case{{randn({b, n}, g)},
+                  [dim](const std::vector<Tensor>& in) { return mean(in[0], dim); }};
+    };
+  }
+  ops["log_softmax"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g, 2.0)},
+                [](const std::vector<Tensor>& in) { return log_softmax(in[0]); }};
+  };
+  ops["cross_entropy"] = [](int64_t b, int64_t n, Generator& g) {
+    Tensor labels = labels_for(b, n, g);
+    return Case{{randn({b, n}, g, 2.0)}, [labels](const std::vector<Tensor>& in) {
+                  return cross_entropy(in[0], labels);
+                }};
+  };
+  // Training-mode batch norm needs two rows or more to estimate a variance.
+  ops["batch_norm_train"] = [](int64_t b, int64_t n, Generator& g) {
+    const int64_t rows = std::max<int64_t>(b, 2);
+    Tensor rm = Tensor::zeros({n}, f64), rv = Tensor::ones({n}, f64);
+    return Case{{randn({rows, n}, g), Tensor::uniform({n}, 0.5, 1.5, g, f64), randn({n}, g)},
+                [rm, rv](const std::vector<Tensor>& in) {
+                  return batch_norm(in[0], in[1], in[2], rm, rv, /*training=*/true);
+                }};
+  };
+  ops["batch_norm_eval"] = [](int64_t b, int64_t n, Generator& g) {
+    Tensor rm = randn({n}, g), rv = Tensor::uniform({n}, 0.5, 2.0, g, f64);
+    return Case{{randn({b, n}, g), Tensor::uniform({n}, 0.5, 1.5, g, f64), randn({n}, g)},
+                [rm, rv](const std::vector<Tensor>& in) {
+                  return batch_norm(in[0], in[1], in[2], rm, rv, /*training=*/false);
+                }};
+  };
+  ops["reshape"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [n](const std::vector<Tensor>& in) {
+                  // Weights differ per element, so a wrong element order would show.
+                  return in[0].reshape({n, -1});
+                }};
+  };
+  ops["reshape_flat"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)},
+                [](const std::vector<Tensor>& in) { return in[0].reshape({-1}); }};
+  };
+  ops["clone"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)},
+                [](const std::vector<Tensor>& in) { return in[0].clone() * 3.0; }};
+  };
+  // A small composite: a graph with a diamond and several op kinds.
+  ops["composite"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g), randn({n}, g)}, [](const std::vector<Tensor>& in) {
+                  Tensor h = tanh(in[0] * in[1]);
+                  return mean(log_softmax(h + sigmoid(h)) * h, 0);
+                }};
+  };
+  return ops;
+}
+
+const std::map<std::string, Maker>& ops() {
+  static const std::map<std::string, Maker> table = all_ops();
+  return table;
+}
+
+struct Param {
+  std::string op;
+  int64_t rows, cols;
+};
+
+std::vector<Param> grid() {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {1, 7}, {3, 5}, {8, 13}};
+  std::vector<Param> out;
+  for (const auto& [name, maker] : ops())
+    for (auto [r, c] : shapes) out.push_back({name, r, c});
+  return out;
+}
+
+class GradCheck : public ::testing::TestWithParam<Param> {};
+
+TEST_P(GradCheck, AllInputs) {
+  const Param& p = GetParam();
+  Generator gen(Generator::derive(7, static_cast<uint64_t>(p.rows), static_cast<uint64_t>(p.cols)));
+  Case c = ops().at(p.op)(p.rows, p.cols, gen);
+  EXPECT_TRUE(gradcheck::check(c.fn, c.inputs));
+}
+
+// Each input alone requires grad: it gets a correct gradient and the others stay undefined.
+TEST_P(GradCheck, OneInputAtATime) {
+  const Param& p = GetParam();
+  Generator gen(Generator::derive(8, static_cast<uint64_t>(p.rows), static_cast<uint64_t>(p.cols)));
+  Case c = ops().at(p.op)(p.rows, p.cols, gen);
+  if (c.inputs.size() < 2) GTEST_SKIP() << "single-input op";
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    std::vector<bool> needs(c.inputs.size(), false);
+    needs[i] = true;
+    EXPECT_TRUE(gradcheck::check(c.fn, c.inputs, needs)) << "only input " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, GradCheck, ::testing::ValuesIn(grid()),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           return info.param.op + "_" + std::to_string(info.param.rows) + "x" +
+                                  std::to_string(info.param.cols);
+                         });
+
+// --- the checker itself must be able to fail ------------------------------------------------
+
+TEST(GradCheckSelf, DetectsAWrongGradient) {
+  // f(x) = x * stop_gradient(x): the analytic gradient misses one of the two terms.
+  Generator gen(3);
+  gradcheck::Fn f = [](const std::vector<Tensor>& in) { return in[0] * in[0].detach(); };
+  EXPECT_FALSE(gradcheck::check(f, {randn({2, 3}, gen)}));
+}
+
+// --- cross_entropy and log_softmax stay finite and exact for huge logits ----------------------
+
+template <typename T>
+void check_huge_logits() {
+  const DType dt = dtype_of<T>();
+  // Row 0: label 0 holds the max, loss 0. Row 1: two logits tie at 1e4, label 0 is at 0:
+  // loss = 1e4 + log 2.
+  std::vector<T> v = {T(1e4), T(0), T(-1e4), T(0), T(1e4), T(1e4)};
+  Tensor logits = Tensor::from_data(v.data(), {2, 3}, dt).requires_grad_();
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 0}, {2});
+  Tensor loss = cross_entropy(logits, labels);
+  const double expected = (0.0 + (1e4 + std::log(2.0))) / 2;
+  EXPECT_TRUE(std::isfinite(loss.item()));
+  EXPECT_NEAR(loss.item(), expected, expected * 1e-6);
+  loss.backward();
+  // d loss / d logits = (softmax - onehot) / batch.
+  const std::vector<double> want = {0, 0, 0, -0.5, 0.25, 0.25};
+  const std::vector<T> got = logits.grad().template to_vector<T>();
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << i;
+
+  Tensor ls = log_softmax(logits.detach());
+  const std::vector<T> lv = ls.template to_vector<T>();
+  EXPECT_NEAR(lv[0], 0.0, 1e-6);
+  EXPECT_NEAR(lv[1], -1e4, 1e4 * 1e-6);
+  EXPECT_NEAR(lv[4], -std::log(2.0), 1e-6);
+  for (T x : lv) EXPECT_TRUE(std::isfinite(static_cast<double>(x)));
+}
+
+TEST(CrossEntropy, HugeLogitsFloat32) { check_huge_logits<float>(); }
+TEST(CrossEntropy, HugeLogitsFloat64) { check_huge_logits<double>(); }
+
+TEST(CrossEntropy, HandComputedSmall) {
+  Tensor logits = Tensor::from_vector(std::vector<double>{1, 2, 3, 0.5, -1, 0}, {2, 3});
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 1}, {2});
+  const double r0 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3;
+  const double r1 = std::log(std::exp(0.5) + std::exp(-1.0) + std::exp(0.0)) + 1;
+  EXPECT_NEAR(cross_entropy(logits, labels).item(), (r0 + r1) / 2, 1e-12);
+}
+
+TEST(BatchNorm, TrainingNeedsTwoRows) {
+  Tensor x = Tensor::ones({1, 4}, f64);
+  Tensor g = Tensor::ones({4}, f64), b = Tensor::zeros({4}, f64);
+  EXPECT_THROW(batch_norm(x, g, b, Tensor::zeros({4}, f64), Tensor::ones({4}, f64), true),
+               ValueError);
+}
+
+}  // namespace
