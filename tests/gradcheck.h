@@ -36,7 +36,8 @@ struct Options {
 inline double project(const Tensor& out, const std::vector<double>& w) {
   const std::vector<double> v = out.to_vector<double>();
   double total = 0;
-  for (size_t i = 0; i < v.size(); ++i) total += v[i] * w[i];
+  for (size_t i = 0; i < v.size(); ++i)
+    total += v[i] * w[i];
   return total;
 }
 
@@ -99,8 +100,8 @@ inline ::testing::AssertionResult check(const Fn& f, std::vector<Tensor> inputs,
       const double a = analytic[static_cast<size_t>(j)];
       if (!(std::abs(a - numeric) <= opt.atol + opt.rtol * std::abs(numeric)))
         return ::testing::AssertionFailure()
-               << "input " << i << " " << inputs[i].str() << " element " << j
-               << ": analytic " << a << " vs numeric " << numeric;
+               << "input " << i << " " << inputs[i].str() << " element " << j << ": analytic " << a
+               << " vs numeric " << numeric;
     }
   }
   return ::testing::AssertionSuccess();

@@ -279,7 +279,7 @@ std::string node_text(const std::string& key, const YAML::Node& node) {
       if (!item.IsScalar()) refuse(key, "list elements must be plain values");
       items.push_back(item.Scalar());
     }
-    return "[" + join(items, ",") + "]";
+    return std::string("[").append(join(items, ",")).append("]");
   }
   refuse(key, "expected a value or a list, got a mapping");
 }

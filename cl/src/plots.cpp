@@ -204,7 +204,8 @@ void write_curve_svg(const std::filesystem::path& path, const std::vector<Series
         continue;
       }
       const double x = px(static_cast<double>(i + 1)), y = py(ys[i]);
-      points += (points.empty() ? "" : " ") + num(x) + "," + num(y);
+      if (!points.empty()) points += ' ';
+      points.append(num(x)).append(",").append(num(y));
       s += "<circle cx=\"" + num(x) + "\" cy=\"" + num(y) + "\" r=\"3.5\" fill=\"" + colour +
            "\"/>\n";
     }

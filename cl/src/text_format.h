@@ -31,18 +31,22 @@ inline std::string format_repr(double v) {
   for (size_t i = neg ? 1 : 0; i < e; ++i) {
     if (sci[i] != '.') digits += sci[i];
   }
+  // Built by appends only: GCC 12 -O2 gives a false -Wrestrict on `"." + std::string&&`.
   std::string out = neg ? "-" : "";
   if (exp < -4 || exp >= 16) {  // Python switches to scientific outside [1e-4, 1e16)
-    out += digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
+    out.append(digits, 0, 1);
+    if (digits.size() > 1) out.append(".").append(digits, 1);
     const int a = std::abs(exp);
-    return out + (exp < 0 ? "e-" : "e+") + (a < 10 ? "0" : "") + std::to_string(a);
+    return out.append(exp < 0 ? "e-" : "e+").append(a < 10 ? "0" : "").append(std::to_string(a));
   }
-  if (exp < 0) return out + "0." + std::string(static_cast<size_t>(-exp - 1), '0') + digits;
+  if (exp < 0) {
+    return out.append("0.").append(static_cast<size_t>(-exp - 1), '0').append(digits);
+  }
   const auto int_len = static_cast<size_t>(exp) + 1;
-  if (digits.size() <= int_len)
-    return out + digits + std::string(int_len - digits.size(), '0') + ".0";
-  return out + digits.substr(0, int_len) + "." + digits.substr(int_len);
+  if (digits.size() <= int_len) {
+    return out.append(digits).append(int_len - digits.size(), '0').append(".0");
+  }
+  return out.append(digits, 0, int_len).append(".").append(digits, int_len);
 }
 
 }  // namespace clarena::cl::detail

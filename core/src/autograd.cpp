@@ -29,7 +29,22 @@ Node::Node(const char* name, std::vector<Edge> inputs) : name_(name), inputs_(st
   ++counters.nodes_recorded;
 }
 
-Node::~Node() { release(); }
+Node::~Node() {
+  release();
+  // Tear long chains down iteratively: letting the last handle to an input node die here
+  // would destroy the graph recursively, one stack frame per node, and overflow on deep nets.
+  std::vector<std::shared_ptr<Node>> orphans;
+  auto take_sole_owned = [&orphans](std::vector<Edge>& edges) {
+    for (Edge& edge : edges)
+      if (edge.node && edge.node.use_count() == 1) orphans.push_back(std::move(edge.node));
+  };
+  take_sole_owned(inputs_);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> node = std::move(orphans.back());
+    orphans.pop_back();
+    take_sole_owned(node->inputs_);  // `node` now dies without any input left to free
+  }
+}
 
 void Node::save(std::initializer_list<Tensor> tensors) {
   for (const Tensor& t : tensors) {

@@ -24,7 +24,8 @@ __device__ __forceinline__ T column_sum(T v, T (*smem)[kTx + 1], T* result) {
   if (ty == 0) {
     T s = T(0);
 #pragma unroll
-    for (int k = 0; k < kTy; ++k) s += smem[k][tx];
+    for (int k = 0; k < kTy; ++k)
+      s += smem[k][tx];
     result[tx] = s;
   }
   __syncthreads();
@@ -46,7 +47,8 @@ __global__ void bn_train_kernel(int64_t rows, int64_t cols, const T* __restrict_
     const bool valid = c < cols;
     T s = T(0);
     if (valid)
-      for (int64_t r = ty; r < rows; r += kTy) s += x[r * cols + c];
+      for (int64_t r = ty; r < rows; r += kTy)
+        s += x[r * cols + c];
     const T mean = column_sum(s, smem, result) / static_cast<T>(rows);
     T sq = T(0);
     if (valid)
@@ -67,7 +69,8 @@ __global__ void bn_train_kernel(int64_t rows, int64_t cols, const T* __restrict_
     if (valid) {
       const T g = gamma ? gamma[c] : T(1), b = beta ? beta[c] : T(0);
       const T k = invstd * g;
-      for (int64_t r = ty; r < rows; r += kTy) y[r * cols + c] = (x[r * cols + c] - mean) * k + b;
+      for (int64_t r = ty; r < rows; r += kTy)
+        y[r * cols + c] = (x[r * cols + c] - mean) * k + b;
     }
   }
 }
@@ -81,7 +84,8 @@ __global__ void bn_eval_kernel(int64_t rows, int64_t cols, const T* __restrict__
        c += int64_t{gridDim.x} * blockDim.x) {
     const T g = gamma ? gamma[c] : T(1), b = beta ? beta[c] : T(0);
     const T k = g / dsqrt(running_var[c] + eps), m = running_mean[c];
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) y[r * cols + c] = (x[r * cols + c] - m) * k + b;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+      y[r * cols + c] = (x[r * cols + c] - m) * k + b;
   }
 }
 
@@ -89,8 +93,7 @@ template <typename T>
 __global__ void bn_bwd_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
                               const T* __restrict__ gamma, const T* __restrict__ mean,
                               const T* __restrict__ invstd, const T* __restrict__ dy,
-                              T* __restrict__ dx, T* __restrict__ dgamma,
-                              T* __restrict__ dbeta) {
+                              T* __restrict__ dx, T* __restrict__ dgamma, T* __restrict__ dbeta) {
   __shared__ T smem[kTy][kTx + 1];
   __shared__ T result[kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -124,8 +127,8 @@ __global__ void bn_bwd_kernel(int64_t rows, int64_t cols, const T* __restrict__ 
 }
 
 unsigned column_tiles(const Ctx& ctx, int64_t cols) {
-  return static_cast<unsigned>(std::max<int64_t>(
-      1, std::min<int64_t>((cols + kTx - 1) / kTx, int64_t{ctx.sm_count} * 16)));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((cols + kTx - 1) / kTx, int64_t{ctx.sm_count} * 16)));
 }
 
 }  // namespace
@@ -155,12 +158,11 @@ void batch_norm_eval(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const 
         1, std::min<int64_t>((cols + kBlock - 1) / kBlock, int64_t{ctx.sm_count} * 32));
     const int64_t gy = std::max<int64_t>(
         1, std::min<int64_t>({rows, std::max<int64_t>(1, int64_t{ctx.sm_count} * 32 / gx), 65535}));
-    bn_eval_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0,
-                        ctx.stream>>>(rows, cols, static_cast<const T*>(x),
-                                      static_cast<const T*>(gamma), static_cast<const T*>(beta),
-                                      static_cast<const T*>(running_mean),
-                                      static_cast<const T*>(running_var), static_cast<T>(eps),
-                                      static_cast<T*>(y));
+    bn_eval_kernel<T>
+        <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0, ctx.stream>>>(
+            rows, cols, static_cast<const T*>(x), static_cast<const T*>(gamma),
+            static_cast<const T*>(beta), static_cast<const T*>(running_mean),
+            static_cast<const T*>(running_var), static_cast<T>(eps), static_cast<T*>(y));
   });
   after_launch(ctx);
 }

@@ -15,7 +15,8 @@ size_t CachingAllocator::round_size(size_t bytes) {
   if (bytes <= kMin) return kMin;
   if (bytes <= kSmall) {
     size_t p = kMin;
-    while (p < bytes) p <<= 1;
+    while (p < bytes)
+      p <<= 1;
     return p;
   }
   return (bytes + kLarge - 1) / kLarge * kLarge;

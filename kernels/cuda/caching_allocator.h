@@ -49,7 +49,7 @@ class CachingAllocator {
   int device_;
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;  // rounded size -> cached blocks
-  std::unordered_map<void*, size_t> in_use_;              // block -> rounded size
+  std::unordered_map<void*, size_t> in_use_;             // block -> rounded size
   AllocatorStats stats_;
 };
 

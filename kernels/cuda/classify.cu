@@ -25,9 +25,9 @@ template <typename T>
 __device__ __forceinline__ ValIdx<T> warp_argmax(ValIdx<T> x) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
-    ValIdx<T> o{__shfl_xor_sync(0xffffffffu, x.v, off),
-                static_cast<int64_t>(
-                    __shfl_xor_sync(0xffffffffu, static_cast<long long>(x.i), off))};
+    ValIdx<T> o{
+        __shfl_xor_sync(0xffffffffu, x.v, off),
+        static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(x.i), off))};
     x = better(x, o);
   }
   return x;
@@ -133,8 +133,8 @@ void equal(const Ctx& ctx, DType t, int64_t n, const void* a, const void* b, int
         n, static_cast<const int64_t*>(a), static_cast<const int64_t*>(b), out);
   } else {
     dispatch_float(t, "equal", [&]<typename T>(T*) {
-      equal_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-          n, static_cast<const T*>(a), static_cast<const T*>(b), out);
+      equal_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<const T*>(a),
+                                                                   static_cast<const T*>(b), out);
     });
   }
   after_launch(ctx);

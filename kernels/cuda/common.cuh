@@ -36,22 +36,44 @@ inline void after_launch(const Ctx& ctx) {
 template <typename Fn>
 void dispatch_float(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    case DType::Float32: fn(static_cast<float*>(nullptr)); return;
-    case DType::Float64: fn(static_cast<double*>(nullptr)); return;
-    case DType::Int64: break;
+    case DType::Float32:
+      fn(static_cast<float*>(nullptr));
+      return;
+    case DType::Float64:
+      fn(static_cast<double*>(nullptr));
+      return;
+    case DType::Int64:
+      break;
   }
-  throw DTypeError(std::string(op) + " (cuda): int64 is not supported, expected float32 or float64");
+  throw DTypeError(std::string(op) +
+                   " (cuda): int64 is not supported, expected float32 or float64");
 }
 
 // --- math overloads --------------------------------------------------------------------------
-__device__ __forceinline__ float dexp(float x) { return expf(x); }
-__device__ __forceinline__ double dexp(double x) { return exp(x); }
-__device__ __forceinline__ float dlog(float x) { return logf(x); }
-__device__ __forceinline__ double dlog(double x) { return log(x); }
-__device__ __forceinline__ float dtanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double dtanh(double x) { return tanh(x); }
-__device__ __forceinline__ float dsqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double dsqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float dexp(float x) {
+  return expf(x);
+}
+__device__ __forceinline__ double dexp(double x) {
+  return exp(x);
+}
+__device__ __forceinline__ float dlog(float x) {
+  return logf(x);
+}
+__device__ __forceinline__ double dlog(double x) {
+  return log(x);
+}
+__device__ __forceinline__ float dtanh(float x) {
+  return tanhf(x);
+}
+__device__ __forceinline__ double dtanh(double x) {
+  return tanh(x);
+}
+__device__ __forceinline__ float dsqrt(float x) {
+  return sqrtf(x);
+}
+__device__ __forceinline__ double dsqrt(double x) {
+  return sqrt(x);
+}
 template <typename T>
 __device__ __forceinline__ T neg_inf() {
   return -static_cast<T>(INFINITY);
@@ -65,7 +87,8 @@ __device__ __forceinline__ bool dfinite(T x) {
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  for (int off = 16; off > 0; off >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
 }
 

@@ -26,8 +26,10 @@ class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     CLARENA_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) CLARENA_CUDA_CHECK(cudaSetDevice(device));
-    else prev_ = -1;
+    if (prev_ != device)
+      CLARENA_CUDA_CHECK(cudaSetDevice(device));
+    else
+      prev_ = -1;
   }
   ~DeviceGuard() {
     if (prev_ >= 0) (void)cudaSetDevice(prev_);
@@ -63,8 +65,7 @@ class CudaBackend final : public Backend, private cuda::Scratch {
 
     label_record_ = static_cast<cuda::LabelErrorRecord*>(
         alloc_.allocate(sizeof(cuda::LabelErrorRecord), &stats_.device_mallocs));
-    CLARENA_CUDA_CHECK(
-        cudaMemsetAsync(label_record_, 0, sizeof(cuda::LabelErrorRecord), stream_));
+    CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(cuda::LabelErrorRecord), stream_));
     CLARENA_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_flag_), sizeof(int),
                                      cudaHostAllocMapped | cudaHostAllocPortable));
     *host_flag_ = 0;
@@ -72,8 +73,8 @@ class CudaBackend final : public Backend, private cuda::Scratch {
         cudaHostGetDevicePointer(reinterpret_cast<void**>(&host_flag_dev_), host_flag_, 0));
     counter_dev_ = static_cast<unsigned long long*>(
         alloc_.allocate(sizeof(unsigned long long), &stats_.device_mallocs));
-    CLARENA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&counter_host_),
-                                      sizeof(unsigned long long)));
+    CLARENA_CUDA_CHECK(
+        cudaMallocHost(reinterpret_cast<void**>(&counter_host_), sizeof(unsigned long long)));
     CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 
     ctx_.stream = stream_;
@@ -90,9 +91,15 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   // --- memory ---------------------------------------------------------------------------------
   void* allocate(size_t bytes) override {
     DeviceGuard guard(index_);
-    return alloc_.allocate(bytes, &stats_.device_mallocs);
+    void* p = alloc_.allocate(bytes, &stats_.device_mallocs);
+    stats_.on_allocate(bytes);
+    return p;
   }
-  void deallocate(void* ptr, size_t) override { alloc_.deallocate(ptr); }
+  void deallocate(void* ptr, size_t bytes) override {
+    if (!ptr) return;
+    alloc_.deallocate(ptr);
+    stats_.on_deallocate(bytes);
+  }
 
   // host_src is staged by the driver (pageable memory) before this returns, so the caller may
   // reuse it at once; the device side completes in stream order.
@@ -118,6 +125,20 @@ class CudaBackend final : public Backend, private cuda::Scratch {
       src = tmp;
     }
     CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void copy_block(DType t, int64_t rows, int64_t cols, const void* src, int64_t src_ld, void* dst,
+                  int64_t dst_ld) override {
+    if (rows <= 0 || cols <= 0) return;
+    if (src_ld < cols || dst_ld < cols)
+      throw ValueError("copy_block (cuda): leading dimensions " + std::to_string(src_ld) + ", " +
+                       std::to_string(dst_ld) + " are smaller than the block width " +
+                       std::to_string(cols));
+    DeviceGuard guard(index_);
+    const size_t item = itemsize(t);
+    CLARENA_CUDA_CHECK(
+        cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_ld) * item, src,
+                          static_cast<size_t>(src_ld) * item, static_cast<size_t>(cols) * item,
+                          static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
   }
   void fill(DType t, int64_t n, double value, void* dst) override {
     DeviceGuard guard(index_);
@@ -157,15 +178,13 @@ class CudaBackend final : public Backend, private cuda::Scratch {
         cublas_tf32_ = tf32;
       }
       const float fa = static_cast<float>(alpha), fb = static_cast<float>(beta);
-      CLARENA_CUBLAS_CHECK(cublasSgemm(cublas_, op_b, op_a, M, N, K, &fa,
-                                       static_cast<const float*>(b), ldb,
-                                       static_cast<const float*>(a), lda, &fb,
-                                       static_cast<float*>(c), ldc));
+      CLARENA_CUBLAS_CHECK(
+          cublasSgemm(cublas_, op_b, op_a, M, N, K, &fa, static_cast<const float*>(b), ldb,
+                      static_cast<const float*>(a), lda, &fb, static_cast<float*>(c), ldc));
     } else if (t == DType::Float64) {
-      CLARENA_CUBLAS_CHECK(cublasDgemm(cublas_, op_b, op_a, M, N, K, &alpha,
-                                       static_cast<const double*>(b), ldb,
-                                       static_cast<const double*>(a), lda, &beta,
-                                       static_cast<double*>(c), ldc));
+      CLARENA_CUBLAS_CHECK(
+          cublasDgemm(cublas_, op_b, op_a, M, N, K, &alpha, static_cast<const double*>(b), ldb,
+                      static_cast<const double*>(a), lda, &beta, static_cast<double*>(c), ldc));
     } else {
       throw DTypeError("gemm (cuda): int64 is not supported, expected float32 or float64");
     }
@@ -266,11 +285,11 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::batch_norm_eval(ctx_, t, rows, cols, x, gamma, beta, running_mean, running_var, eps, y);
   }
   void batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                           const void* save_mean, const void* save_invstd, const void* dy,
-                           void* dx, void* dgamma, void* dbeta) override {
+                           const void* save_mean, const void* save_invstd, const void* dy, void* dx,
+                           void* dgamma, void* dbeta) override {
     DeviceGuard guard(index_);
-    cuda::batch_norm_backward(ctx_, t, rows, cols, x, gamma, save_mean, save_invstd, dy, dx,
-                              dgamma, dbeta);
+    cuda::batch_norm_backward(ctx_, t, rows, cols, x, gamma, save_mean, save_invstd, dy, dx, dgamma,
+                              dbeta);
   }
 
   // --- optimizers -----------------------------------------------------------------------------
@@ -311,8 +330,8 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void raise_label_error() {
     if (*reinterpret_cast<volatile int*>(host_flag_) == 0) return;
     cuda::LabelErrorRecord rec{};
-    CLARENA_CUDA_CHECK(cudaMemcpyAsync(&rec, label_record_, sizeof(rec), cudaMemcpyDeviceToHost,
-                                       stream_));
+    CLARENA_CUDA_CHECK(
+        cudaMemcpyAsync(&rec, label_record_, sizeof(rec), cudaMemcpyDeviceToHost, stream_));
     CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(rec), stream_));
     CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
     *reinterpret_cast<volatile int*>(host_flag_) = 0;
@@ -367,11 +386,11 @@ Backend& cuda_backend(int index) {
   const int count = cuda_device_count_impl();
   if (index < 0 || index >= count)
     throw DeviceError("cuda:" + std::to_string(index) + " does not exist: " +
-                      (count == 0 ? std::string("no CUDA device is visible (no GPU, no driver, "
-                                                "or the driver is too old)")
-                                  : "this machine has " + std::to_string(count) +
-                                        " CUDA device(s), indices 0.." +
-                                        std::to_string(count - 1)));
+                      (count == 0
+                           ? std::string("no CUDA device is visible (no GPU, no driver, "
+                                         "or the driver is too old)")
+                           : "this machine has " + std::to_string(count) +
+                                 " CUDA device(s), indices 0.." + std::to_string(count - 1)));
   std::lock_guard<std::mutex> lock(g_create_mu);
   CudaBackend* b = g_backends[index].load(std::memory_order_acquire);
   if (!b) {
@@ -381,8 +400,12 @@ Backend& cuda_backend(int index) {
   return *b;
 }
 
-void set_tf32_enabled(bool enabled) { g_tf32.store(enabled, std::memory_order_relaxed); }
-bool tf32_enabled() { return g_tf32.load(std::memory_order_relaxed); }
+void set_tf32_enabled(bool enabled) {
+  g_tf32.store(enabled, std::memory_order_relaxed);
+}
+bool tf32_enabled() {
+  return g_tf32.load(std::memory_order_relaxed);
+}
 
 void cuda_empty_cache() {
   for (int i = 0; i < kMaxDevices; ++i)
@@ -399,8 +422,14 @@ CudaMemoryStats cuda_memory_stats(int index) {
   }
   return out;
 }
-int64_t cuda_bytes_in_use(int index) { return cuda_memory_stats(index).bytes_in_use; }
-int64_t cuda_bytes_cached(int index) { return cuda_memory_stats(index).bytes_cached; }
-int64_t cuda_malloc_count(int index) { return cuda_memory_stats(index).device_mallocs; }
+int64_t cuda_bytes_in_use(int index) {
+  return cuda_memory_stats(index).bytes_in_use;
+}
+int64_t cuda_bytes_cached(int index) {
+  return cuda_memory_stats(index).bytes_cached;
+}
+int64_t cuda_malloc_count(int index) {
+  return cuda_memory_stats(index).device_mallocs;
+}
 
 }  // namespace clarena::kernels

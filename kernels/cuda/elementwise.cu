@@ -93,16 +93,16 @@ __global__ void bias_relu_kernel(int64_t rows, int64_t cols, const T* __restrict
 /// 2-D grid for [rows, cols]: x covers the columns (capped), y the rows (capped at 65535),
 /// total blocks capped near a few waves of the card.
 dim3 grid_2d(const Ctx& ctx, int64_t rows, int64_t cols) {
-  const int64_t gx = std::max<int64_t>(1, std::min<int64_t>((cols + kBlock - 1) / kBlock,
-                                                           int64_t{ctx.sm_count} * 32));
+  const int64_t gx = std::max<int64_t>(
+      1, std::min<int64_t>((cols + kBlock - 1) / kBlock, int64_t{ctx.sm_count} * 32));
   const int64_t cap_y = std::max<int64_t>(1, int64_t{ctx.sm_count} * 32 / gx);
   const int64_t gy = std::max<int64_t>(1, std::min<int64_t>({rows, cap_y, 65535}));
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
 }
 
 template <Binary op, typename T>
-void binary_typed(const Ctx& ctx, Broadcast bc, int64_t rows, int64_t cols, const T* a,
-                  const T* b, T* out) {
+void binary_typed(const Ctx& ctx, Broadcast bc, int64_t rows, int64_t cols, const T* a, const T* b,
+                  T* out) {
   if (bc == Broadcast::None) {
     const int64_t n = rows * cols;
     binary_flat_kernel<op, T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, a, b, out);
@@ -125,9 +125,15 @@ void binary(const Ctx& ctx, Binary op, Broadcast bc, DType t, int64_t rows, int6
     const T* tb = static_cast<const T*>(b);
     T* to = static_cast<T*>(out);
     switch (op) {
-      case Binary::Add: binary_typed<Binary::Add>(ctx, bc, rows, cols, ta, tb, to); break;
-      case Binary::Sub: binary_typed<Binary::Sub>(ctx, bc, rows, cols, ta, tb, to); break;
-      case Binary::Mul: binary_typed<Binary::Mul>(ctx, bc, rows, cols, ta, tb, to); break;
+      case Binary::Add:
+        binary_typed<Binary::Add>(ctx, bc, rows, cols, ta, tb, to);
+        break;
+      case Binary::Sub:
+        binary_typed<Binary::Sub>(ctx, bc, rows, cols, ta, tb, to);
+        break;
+      case Binary::Mul:
+        binary_typed<Binary::Mul>(ctx, bc, rows, cols, ta, tb, to);
+        break;
     }
   });
   after_launch(ctx);

@@ -31,7 +31,7 @@ void fill(const Ctx& ctx, DType t, int64_t n, double value, void* dst) {
   }
   dispatch_float(t, "fill", [&]<typename T>(T*) {
     fill_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<T>(value),
-                                                                 static_cast<T*>(dst));
+                                                                static_cast<T*>(dst));
   });
   after_launch(ctx);
 }
@@ -44,8 +44,8 @@ void scale_inplace(const Ctx& ctx, DType t, int64_t n, double beta, void* y) {
   }
   if (beta == 1.0) return;
   dispatch_float(t, "scale", [&]<typename T>(T*) {
-    scale_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<T>(beta),
-                                                                  static_cast<T*>(y));
+    scale_kernel<T>
+        <<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<T>(beta), static_cast<T*>(y));
   });
   after_launch(ctx);
 }

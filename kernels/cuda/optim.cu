@@ -50,8 +50,8 @@ __global__ void adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ 
 template <typename T, bool kMomentum, bool kFirst, bool kNesterov>
 void sgd_launch(const Ctx& ctx, int64_t n, T* p, const T* g, T* buf, const SGDParams& o) {
   sgd_kernel<T, kMomentum, kFirst, kNesterov><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-      n, p, g, buf, static_cast<T>(o.lr), static_cast<T>(o.weight_decay), static_cast<T>(o.momentum),
-      static_cast<T>(o.dampening));
+      n, p, g, buf, static_cast<T>(o.lr), static_cast<T>(o.weight_decay),
+      static_cast<T>(o.momentum), static_cast<T>(o.dampening));
 }
 
 }  // namespace
@@ -67,11 +67,16 @@ void sgd_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* gra
     T* p = static_cast<T*>(param);
     const T* g = static_cast<const T*>(grad);
     T* b = static_cast<T*>(momentum_buf);
-    if (!momentum) sgd_launch<T, false, false, false>(ctx, n, p, g, b, o);
-    else if (o.first_step && o.nesterov) sgd_launch<T, true, true, true>(ctx, n, p, g, b, o);
-    else if (o.first_step) sgd_launch<T, true, true, false>(ctx, n, p, g, b, o);
-    else if (o.nesterov) sgd_launch<T, true, false, true>(ctx, n, p, g, b, o);
-    else sgd_launch<T, true, false, false>(ctx, n, p, g, b, o);
+    if (!momentum)
+      sgd_launch<T, false, false, false>(ctx, n, p, g, b, o);
+    else if (o.first_step && o.nesterov)
+      sgd_launch<T, true, true, true>(ctx, n, p, g, b, o);
+    else if (o.first_step)
+      sgd_launch<T, true, true, false>(ctx, n, p, g, b, o);
+    else if (o.nesterov)
+      sgd_launch<T, true, false, true>(ctx, n, p, g, b, o);
+    else
+      sgd_launch<T, true, false, false>(ctx, n, p, g, b, o);
   });
   after_launch(ctx);
 }
@@ -88,8 +93,7 @@ void adam_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* gr
     adam_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
         n, static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(exp_avg),
         static_cast<T*>(exp_avg_sq), static_cast<T>(o.beta1), static_cast<T>(o.beta2),
-        static_cast<T>(o.weight_decay), step_size, static_cast<T>(bc2_sqrt),
-        static_cast<T>(o.eps));
+        static_cast<T>(o.weight_decay), step_size, static_cast<T>(bc2_sqrt), static_cast<T>(o.eps));
   });
   after_launch(ctx);
 }

@@ -27,7 +27,8 @@ __global__ void row_sum_kernel(int64_t rows, int64_t len, int64_t chunk, int64_t
     for (int64_t r = it.first; r < rows; r += it.stride) {
       const T* xr = x + r * len;
       T acc = T(0);
-      for (int64_t c = begin + it.lane; c < end; c += it.width) acc += xr[c];
+      for (int64_t c = begin + it.lane; c < end; c += it.width)
+        acc += xr[c];
       acc = group_sum<kBlockRow>(acc, smem);
       if (it.lane == 0) {
         if (splits > 1) {
@@ -55,7 +56,8 @@ __global__ void col_sum_kernel(int64_t outer, int64_t len, int64_t inner, int64_
       T acc = T(0);
       if (i < inner) {
         const T* xo = x + o * len * inner + i;
-        for (int64_t r = begin + ty; r < end; r += kColY) acc += xo[r * inner];
+        for (int64_t r = begin + ty; r < end; r += kColY)
+          acc += xo[r * inner];
       }
       __syncthreads();  // smem reuse across loop iterations
       smem[ty][tx] = acc;
@@ -63,7 +65,8 @@ __global__ void col_sum_kernel(int64_t outer, int64_t len, int64_t inner, int64_
       if (ty == 0 && i < inner) {
         T s = T(0);
 #pragma unroll
-        for (int k = 0; k < kColY; ++k) s += smem[k][tx];
+        for (int k = 0; k < kColY; ++k)
+          s += smem[k][tx];
         if (splits > 1) {
           out[(o * splits + z) * inner + i] = s;
         } else {
@@ -104,8 +107,8 @@ void row_sum(const Ctx& ctx, int64_t rows, int64_t len, int64_t chunk, int64_t s
   launch_rows(ctx, rows, chunk, [&](auto block_row, unsigned grid, int block) {
     constexpr bool kB = decltype(block_row)::value;
     const dim3 g(grid, static_cast<unsigned>(std::min<int64_t>(splits, 65535)));
-    row_sum_kernel<kB, T><<<g, block, 0, ctx.stream>>>(rows, len, chunk, splits, scale, x, beta,
-                                                       out);
+    row_sum_kernel<kB, T>
+        <<<g, block, 0, ctx.stream>>>(rows, len, chunk, splits, scale, x, beta, out);
   });
 }
 
@@ -151,16 +154,16 @@ void reduce_sum_typed(const Ctx& ctx, int64_t outer, int64_t len, int64_t inner,
 
 }  // namespace
 
-void reduce_sum(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inner,
-                double scale, const void* x, double beta, void* out) {
+void reduce_sum(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
+                const void* x, double beta, void* out) {
   if (outer <= 0 || inner <= 0) return;
   dispatch_float(t, "sum", [&]<typename T>(T*) {
     if (reduce <= 0) {  // empty sum: out = beta * out
       scale_inplace(ctx, t, outer * inner, beta, out);
       return;
     }
-    reduce_sum_typed<T>(ctx, outer, reduce, inner, static_cast<T>(scale),
-                        static_cast<const T*>(x), static_cast<T>(beta), static_cast<T*>(out));
+    reduce_sum_typed<T>(ctx, outer, reduce, inner, static_cast<T>(scale), static_cast<const T*>(x),
+                        static_cast<T>(beta), static_cast<T*>(out));
   });
 }
 
@@ -173,9 +176,10 @@ void expand(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inne
         1, std::min<int64_t>((inner + kBlock - 1) / kBlock, int64_t{ctx.sm_count} * 32));
     const int64_t gy = std::max<int64_t>(
         1, std::min<int64_t>({rows, std::max<int64_t>(1, int64_t{ctx.sm_count} * 32 / gx), 65535}));
-    expand_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0,
-                       ctx.stream>>>(rows, reduce, inner, static_cast<T>(scale),
-                                     static_cast<const T*>(g), static_cast<T*>(out));
+    expand_kernel<T>
+        <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0, ctx.stream>>>(
+            rows, reduce, inner, static_cast<T>(scale), static_cast<const T*>(g),
+            static_cast<T*>(out));
   });
   after_launch(ctx);
 }

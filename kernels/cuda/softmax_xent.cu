@@ -92,7 +92,8 @@ __global__ void log_softmax_fwd_kernel(int64_t rows, int64_t cols, const T* __re
     const T* xr = x + r * cols;
     const T lse = row_lse<kBlockRow>(xr, cols, it.lane, it.width, smem_m, smem_s);
     T* yr = y + r * cols;
-    for (int64_t c = it.lane; c < cols; c += it.width) yr[c] = xr[c] - lse;
+    for (int64_t c = it.lane; c < cols; c += it.width)
+      yr[c] = xr[c] - lse;
   }
 }
 
@@ -104,11 +105,13 @@ __global__ void log_softmax_bwd_kernel(int64_t rows, int64_t cols, const T* __re
   for (int64_t r = it.first; r < rows; r += it.stride) {
     const T* dyr = dy + r * cols;
     T s = T(0);
-    for (int64_t c = it.lane; c < cols; c += it.width) s += dyr[c];
+    for (int64_t c = it.lane; c < cols; c += it.width)
+      s += dyr[c];
     s = group_sum<kBlockRow>(s, smem);
     const T* yr = y + r * cols;
     T* dxr = dx + r * cols;
-    for (int64_t c = it.lane; c < cols; c += it.width) dxr[c] = dyr[c] - dexp(yr[c]) * s;
+    for (int64_t c = it.lane; c < cols; c += it.width)
+      dxr[c] = dyr[c] - dexp(yr[c]) * s;
   }
 }
 
@@ -191,8 +194,8 @@ void log_softmax_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, c
   });
 }
 
-void cross_entropy_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols,
-                           const void* logits, const int64_t* labels, void* lse, void* loss) {
+void cross_entropy_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* logits,
+                           const int64_t* labels, void* lse, void* loss) {
   if (rows <= 0) return;
   if (cols <= 0) throw ValueError("cross_entropy (cuda): no classes (cols == 0)");
   dispatch_float(t, "cross_entropy", [&]<typename T>(T*) {
@@ -204,27 +207,25 @@ void cross_entropy_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols,
     });
     const int threads =
         static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (rows + 31) / 32 * 32)));
-    xent_mean_kernel<T><<<1, threads, 0, ctx.stream>>>(rows, cols, x, labels,
-                                                       static_cast<const T*>(lse),
-                                                       static_cast<T*>(loss));
+    xent_mean_kernel<T><<<1, threads, 0, ctx.stream>>>(
+        rows, cols, x, labels, static_cast<const T*>(lse), static_cast<T*>(loss));
     after_launch(ctx);
   });
 }
 
-void cross_entropy_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols,
-                            const void* logits, const int64_t* labels, const void* lse,
-                            const void* grad_loss, void* dlogits) {
+void cross_entropy_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* logits,
+                            const int64_t* labels, const void* lse, const void* grad_loss,
+                            void* dlogits) {
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "cross_entropy_backward", [&]<typename T>(T*) {
     const int64_t gx = std::max<int64_t>(
         1, std::min<int64_t>((cols + kBlock - 1) / kBlock, int64_t{ctx.sm_count} * 32));
     const int64_t gy = std::max<int64_t>(
         1, std::min<int64_t>({rows, std::max<int64_t>(1, int64_t{ctx.sm_count} * 32 / gx), 65535}));
-    xent_bwd_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0,
-                         ctx.stream>>>(rows, cols, static_cast<const T*>(logits), labels,
-                                       static_cast<const T*>(lse),
-                                       static_cast<const T*>(grad_loss), static_cast<T*>(dlogits),
-                                       ctx.labels);
+    xent_bwd_kernel<T>
+        <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0, ctx.stream>>>(
+            rows, cols, static_cast<const T*>(logits), labels, static_cast<const T*>(lse),
+            static_cast<const T*>(grad_loss), static_cast<T*>(dlogits), ctx.labels);
   });
   after_launch(ctx);
 }

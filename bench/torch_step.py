@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""PyTorch eager reference for the MLP training step, timed on the GPU with CUDA events.
+
+Mirrors bench_step / bench_libtorch: a backbone of Linear->ReLU layers (ReLU after every layer,
+the last one included), a Linear head, mean cross-entropy, SGD(lr=0.01, momentum=0.9).
+
+  models:  default  784 -> 256 -> 256, head 256 -> 10
+           wide     1024 -> 4096 -> 4096, head 4096 -> 100
+  batches: 128 and 4096
+  modes:   trainable     forward + loss + backward + SGD step (zero_grad(set_to_none=True))
+           frozen        backbone.requires_grad_(False); only the head is trained
+           forward_only  torch.no_grad(): forward + loss
+
+Each configuration runs `--warmup` steps, then `--steps` steps each bracketed by CUDA events
+(no host sync inside the loop); the median step time is reported, with TF32 off (default, to
+match our engine's default) and, with --tf32 both, also with TF32 on. Writes a table to stdout and
+JSON to --json (default $OUT/torch_step.json when OUT is set).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - the GPU machine has torch
+    print("torch_step.py: PyTorch is not installed; nothing measured")
+    sys.exit(0)
+
+MODELS = {
+    "default": ([784, 256, 256], 10),
+    "wide": ([1024, 4096, 4096], 100),
+}
+MODES = ("trainable", "frozen", "forward_only")
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(
+            *[m for i in range(len(widths) - 1)
+              for m in (torch.nn.Linear(widths[i], widths[i + 1]), torch.nn.ReLU())])
+        self.head = torch.nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def time_config(model_name, batch, mode, steps, warmup, device):
+    widths, classes = MODELS[model_name]
+    torch.manual_seed(0)
+    model = Mlp(widths, classes).to(device)
+    x = torch.randn(batch, widths[0], device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
+    if mode == "frozen":
+        model.backbone.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9) if mode != "forward_only" else None
+
+    def step():
+        if mode == "forward_only":
+            with torch.no_grad():
+                return F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
+    for i in range(steps):
+        starts[i].record()
+        step()
+        ends[i].record()
+    torch.cuda.synchronize()
+    times_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    return statistics.median(times_ms)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--tf32", choices=("off", "on", "both"), default="both")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("torch_step.py: no CUDA device visible to PyTorch; nothing measured")
+        return 0
+    device = torch.device("cuda")
+    out_dir = os.environ.get("OUT")
+    json_path = args.json or (os.path.join(out_dir, "torch_step.json") if out_dir else None)
+    tf32_settings = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
+
+    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
+          f"median of {args.steps} steps after {args.warmup} warm-up steps (CUDA events)")
+    print(f"{'model':8} {'batch':>6} {'tf32':>4} {'trainable ms':>13} {'frozen ms':>10} "
+          f"{'fwd-only ms':>12} {'frozen/train':>13}")
+    rows = []
+    for tf32 in tf32_settings:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        for model_name in MODELS:
+            for batch in (128, 4096):
+                t = {mode: time_config(model_name, batch, mode, args.steps, args.warmup, device)
+                     for mode in MODES}
+                ratio = t["frozen"] / t["trainable"]
+                rows.append({"model": model_name, "batch": batch, "tf32": tf32,
+                             **{f"{m}_ms": t[m] for m in MODES}, "frozen_over_trainable": ratio})
+                print(f"{model_name:8} {batch:>6} {'on' if tf32 else 'off':>4} "
+                      f"{t['trainable']:>13.4f} {t['frozen']:>10.4f} {t['forward_only']:>12.4f} "
+                      f"{ratio:>13.3f}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(0),
+                       "steps": args.steps, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+// The `clarena` command: run, compare, resume and evaluate continual-learning experiments.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "clarena/cl/config.h"
+#include "clarena/cl/experiment.h"
+#include "clarena/cl/metrics.h"
+#include "clarena/cl/plots.h"
+
+namespace {
+using namespace clarena;
+using namespace clarena::cl;
+
+constexpr int kUsageError = 2;
+
+/// A YAML file (any argument ending in .yaml/.yml) followed by key=value overrides.
+ExperimentConfig resolve_config(const std::vector<std::string>& args) {
+  ExperimentConfig cfg;
+  for (const std::string& arg : args) {
+    const bool is_yaml = arg.ends_with(".yaml") || arg.ends_with(".yml");
+    if (is_yaml && arg.find('=') == std::string::npos) cfg = load_config(arg);
+    else if (arg.find('=') != std::string::npos) apply_override(cfg, arg);
+    else
+      throw ConfigError("argument `" + arg +
+                        "` is neither a .yaml config file nor a key=value override; "
+                        "see `clarena --help` for the settings");
+  }
+  validate(cfg);
+  return cfg;
+}
+
+void print_summary(const std::vector<RunResult>& runs) {
+  std::printf("\n%-24s", "summary");
+  for (const auto& r : runs) std::printf("%14s", r.algorithm.c_str());
+  auto row = [&](const char* name, auto value) {
+    std::printf("\n%-24s", name);
+    for (const auto& r : runs) std::printf("%14.4f", value(r));
+  };
+  auto last = [](const RunResult& r) { return r.accuracy.trained_tasks(); };
+  row("average accuracy", [&](const RunResult& r) { return average_accuracy(r.accuracy, last(r)); });
+  row("backward transfer", [&](const RunResult& r) { return backward_transfer(r.accuracy, last(r)); });
+  row("forgetting", [&](const RunResult& r) { return average_forgetting(r.accuracy, last(r)); });
+  row("backward ms/step, t=1", [](const RunResult& r) { return r.costs.front().backward_ms; });
+  row("backward ms/step, t>1", [](const RunResult& r) {
+    double sum = 0;
+    for (size_t i = 1; i < r.costs.size(); ++i) sum += r.costs[i].backward_ms;
+    return r.costs.size() > 1 ? sum / static_cast<double>(r.costs.size() - 1) : 0.0;
+  });
+  row("graph nodes/step, t>1", [](const RunResult& r) { return r.costs.back().nodes_per_step; });
+  row("wall seconds", [](const RunResult& r) { return r.wall_seconds; });
+  std::printf("\n");
+}
+
+int run_compare(ExperimentConfig cfg) {
+  const auto root = resolved_output_dir(cfg, std::time(nullptr));
+  std::vector<RunResult> runs;
+  for (const char* algorithm : {"finetuning", "fix"}) {
+    ExperimentConfig one = cfg;
+    one.algorithm = algorithm;
+    one.output_dir = (root / algorithm).string();
+    runs.push_back(run_experiment(one, {.log = &std::cout}));
+  }
+  print_summary(runs);
+  std::vector<Series> curves;
+  for (const auto& r : runs) {
+    std::vector<double> avg;
+    for (int t = 1; t <= r.accuracy.trained_tasks(); ++t) avg.push_back(average_accuracy(r.accuracy, t));
+    curves.emplace_back(r.algorithm, avg);
+  }
+  write_curve_svg(root / "average_accuracy.svg", curves, "Finetuning vs Fix", "after training task",
+                  "average accuracy");
+  std::printf("results in %s\n", root.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"clarena: continual learning (Finetuning, Fix, ...) on a from-scratch C++ engine.\n"
+               "Without a command it runs the built-in default: `compare` on Split Fashion-MNIST."};
+  app.footer("SETTINGS (key=value after the config file):\n" + settings_help());
+  std::vector<std::string> args;
+  auto* train = app.add_subcommand("train", "run one experiment: [config.yaml] [key=value ...]");
+  train->add_option("args", args, "config file and overrides");
+  auto* compare = app.add_subcommand("compare", "run Finetuning then Fix with the same settings");
+  compare->add_option("args", args, "config file and overrides");
+  std::string dir;
+  auto* resume = app.add_subcommand("resume", "continue a killed run from its last checkpoint");
+  resume->add_option("output_dir", dir, "the run's output folder")->required();
+  auto* eval = app.add_subcommand("eval", "test a checkpoint on every task it has seen");
+  eval->add_option("output_dir", dir, "the run's output folder")->required();
+  app.require_subcommand(0, 1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kUsageError;
+  }
+
+  try {
+    if (*train) {
+      run_experiment(resolve_config(args), {.log = &std::cout});
+    } else if (*resume) {
+      ExperimentConfig cfg = checkpoint_config(dir);
+      cfg.output_dir = dir;
+      run_experiment(cfg, {.resume = true, .log = &std::cout});
+    } else if (*eval) {
+      evaluate_checkpoint(dir, &std::cout);
+    } else {
+      return run_compare(resolve_config(args));
+    }
+  } catch (const ConfigError& e) {
+    std::cerr << "clarena: " << e.what() << "\n";
+    return kUsageError;
+  } catch (const Error& e) {
+    std::cerr << "clarena: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

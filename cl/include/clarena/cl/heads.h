@@ -1,0 +1,32 @@
+// Output heads: one Linear per task, created when the task starts (CLArena's HeadsTIL and
+// HeadsCIL). Parameters are named "<task>.weight", "<task>.bias".
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "clarena/cl/benchmark_mapping.h"
+#include "clarena/nn/layers.h"
+
+namespace clarena::cl {
+
+class Heads : public nn::Module {
+ public:
+  Heads(Scenario scenario, int64_t input_dim) : scenario_(scenario), input_dim_(input_dim) {}
+
+  /// Adds task `task`'s head (tasks arrive in order 1, 2, ...), on `device`.
+  void setup_task(int task, int64_t num_classes, Generator& gen, Device device);
+  /// TIL: the logits of `task`'s head. CIL: the logits of every head up to the latest one
+  /// created, concatenated (classes seen so far), whatever the task.
+  Tensor forward(const Tensor& features, int task);
+  Tensor forward(const Tensor&) override;  // refuses: heads need a task id
+  int num_heads() const { return static_cast<int>(heads_.size()); }
+  nn::Linear& head(int task);
+
+ private:
+  Scenario scenario_;
+  int64_t input_dim_;
+  std::vector<std::shared_ptr<nn::Linear>> heads_;
+};
+
+}  // namespace clarena::cl
