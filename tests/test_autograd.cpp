@@ -204,6 +204,7 @@ TEST(Backward, DeepChainIsIterative) {
   // A chain far deeper than any recursion would survive, built, back-propagated and freed.
   constexpr int kDepth = 100000;
   Tensor x = Tensor::from_vector(std::vector<double>{1.5}, {1}).requires_grad_();
+  const int64_t base = ag::stats().saved_bytes;
   {
     Tensor y = x;
     for (int i = 0; i < kDepth; ++i)
@@ -211,6 +212,17 @@ TEST(Backward, DeepChainIsIterative) {
     sum(y * 2.0).backward();
   }
   EXPECT_DOUBLE_EQ(x.grad().item(), 2.0);
+  EXPECT_EQ(ag::stats().saved_bytes, base);
+  // A deep graph dropped without any backward is freed as well (nodes still hold their
+  // saved tensors: mul saves its other operand).
+  {
+    Tensor y = x;
+    Tensor one = Tensor::full({1}, 1.0, DType::Float64);
+    for (int i = 0; i < kDepth; ++i)
+      y = y * one;
+    EXPECT_GT(ag::stats().saved_bytes, base);
+  }
+  EXPECT_EQ(ag::stats().saved_bytes, base);
 }
 
 // --- the frozen path ---------------------------------------------------------------------
