@@ -253,35 +253,6 @@ TEST(IdxRealData, FashionMnistTestSplitIfInstalled) {
     EXPECT_EQ(c, 1000);
 }
 
-// ---- PRNG ----
-
-TEST(Prng, SplitMix64ReferenceOutputs) {
-  SplitMix64 sm(1234567);  // Rosetta Code "Pseudo-random numbers/Splitmix64"
-  EXPECT_EQ(sm.next(), 6457827717110365317ULL);
-  EXPECT_EQ(sm.next(), 3203168211198807973ULL);
-  EXPECT_EQ(sm.next(), 9817491932198370423ULL);
-  EXPECT_EQ(sm.next(), 4593380528125082431ULL);
-  EXPECT_EQ(sm.next(), 16408922859458223821ULL);
-}
-
-TEST(Prng, Xoshiro256StarStarReferenceOutputs) {
-  Xoshiro256 x({1, 2, 3, 4});
-  EXPECT_EQ(x.next(), 11520ULL);
-  EXPECT_EQ(x.next(), 0ULL);
-  EXPECT_EQ(x.next(), 1509978240ULL);
-  EXPECT_EQ(x.next(), 1215971899390074240ULL);
-}
-
-TEST(Prng, BelowStaysInRange) {
-  Xoshiro256 x(7);
-  std::vector<int> hits(3, 0);
-  for (int i = 0; i < 3000; ++i)
-    ++hits[static_cast<size_t>(x.below(3))];
-  for (int h : hits)
-    EXPECT_GT(h, 800);
-  EXPECT_THROW(x.below(0), ValueError);
-}
-
 // ---- Permuted benchmark ----
 
 TEST(Permutation, IsAPermutationAndDeterministic) {

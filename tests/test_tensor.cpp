@@ -245,3 +245,34 @@ TEST(Generator, DeriveAndBelow) {
   for (int count : seen)
     EXPECT_GT(count, 50);
 }
+
+namespace clarena {
+namespace {
+
+TEST(GeneratorReference, XoshiroStarStarFromRawState) {
+  Generator g({1, 2, 3, 4});  // reference outputs of xoshiro256** 1.0
+  EXPECT_EQ(g.next_u64(), 11520ULL);
+  EXPECT_EQ(g.next_u64(), 0ULL);
+  EXPECT_EQ(g.next_u64(), 1509978240ULL);
+  EXPECT_EQ(g.next_u64(), 1215971899390074240ULL);
+}
+
+TEST(GeneratorReference, SeedingIsSplitMix64) {
+  // SplitMix64(1234567)'s first outputs (Rosetta Code) are the state of Generator(1234567).
+  Generator seeded(1234567);
+  Generator raw({6457827717110365317ULL, 3203168211198807973ULL, 9817491932198370423ULL,
+                 4593380528125082431ULL});
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(seeded.next_u64(), raw.next_u64());
+}
+
+TEST(GeneratorReference, BelowIsInRangeAndRefusesZero) {
+  Generator g(7);
+  std::vector<int> hits(3, 0);
+  for (int i = 0; i < 3000; ++i) ++hits[static_cast<size_t>(g.below(3))];
+  for (int h : hits) EXPECT_GT(h, 800);
+  EXPECT_THROW(g.below(0), ValueError);
+  EXPECT_THROW(Generator({0, 0, 0, 0}), ValueError);
+}
+
+}  // namespace
+}  // namespace clarena

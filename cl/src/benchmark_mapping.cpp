@@ -7,6 +7,7 @@
 #include <string>
 
 #include "clarena/core/errors.h"
+#include "clarena/core/random.h"
 
 namespace clarena::cl {
 namespace {
@@ -15,16 +16,6 @@ namespace {
 constexpr uint64_t kTagPermutation = 0x5045524d55544154ULL;  // "PERMUTAT"
 constexpr uint64_t kTagEpoch = 0x45504f43484f5244ULL;        // "EPOCHORD"
 constexpr uint64_t kTagSplit = 0x54524e56414c5350ULL;        // "TRNVALSP"
-
-uint64_t rotl(uint64_t x, int k) {
-  return (x << k) | (x >> (64 - k));
-}
-
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 std::string list_str(const std::vector<int64_t>& v) {
   std::string s = "[";
@@ -43,53 +34,6 @@ void check_task(const SplitSpec& spec, int task_id) {
 
 }  // namespace
 
-uint64_t SplitMix64::next() {
-  state_ += 0x9e3779b97f4a7c15ULL;
-  return mix64(state_);
-}
-
-Xoshiro256::Xoshiro256(uint64_t seed) {
-  SplitMix64 sm(seed);
-  for (uint64_t& s : s_)
-    s = sm.next();
-}
-
-Xoshiro256::Xoshiro256(const std::array<uint64_t, 4>& state) {
-  if (state[0] == 0 && state[1] == 0 && state[2] == 0 && state[3] == 0) {
-    throw ValueError("Xoshiro256: the all-zero state is invalid");
-  }
-  for (size_t i = 0; i < 4; ++i)
-    s_[i] = state[i];
-}
-
-uint64_t Xoshiro256::next() {
-  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return result;
-}
-
-uint64_t Xoshiro256::below(uint64_t n) {
-  if (n == 0) throw ValueError("Xoshiro256::below: n must be > 0");
-  // Reject the low 2^64 mod n values so every residue is equally likely.
-  const uint64_t threshold = (0 - n) % n;
-  for (;;) {
-    const uint64_t r = next();
-    if (r >= threshold) return r % n;
-  }
-}
-
-uint64_t derive_seed(uint64_t seed, uint64_t tag, uint64_t a, uint64_t b) {
-  uint64_t h = mix64(seed ^ mix64(tag));
-  h = mix64(h ^ (a + 0x9e3779b97f4a7c15ULL));
-  return mix64(h ^ (b + 0x632be59bd9b4e019ULL));
-}
-
 std::vector<int32_t> task_permutation(uint64_t seed, int task_id, int num_pixels) {
   if (task_id < 1) {
     throw ValueError("task_permutation: task_id must be >= 1 (tasks are 1-based), got " +
@@ -100,10 +44,10 @@ std::vector<int32_t> task_permutation(uint64_t seed, int task_id, int num_pixels
                      std::to_string(num_pixels));
   }
   // CLArena seeds task t with permutation_seeds[t-1]; we derive that seed from the run seed.
-  Xoshiro256 rng(derive_seed(seed, kTagPermutation, static_cast<uint64_t>(task_id)));
+  Generator rng(Generator::derive(seed, kTagPermutation, static_cast<uint64_t>(task_id)));
   std::vector<int32_t> perm(static_cast<size_t>(num_pixels));
   std::iota(perm.begin(), perm.end(), 0);
-  fisher_yates(perm, rng);
+  rng.shuffle(perm);
   return perm;
 }
 
@@ -241,8 +185,8 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> train_val_split(int64_t n,
   }
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  Xoshiro256 rng(derive_seed(split_seed, kTagSplit, 0));
-  fisher_yates(order, rng);
+  Generator rng(Generator::derive(split_seed, kTagSplit, 0));
+  rng.shuffle(order);
   // floor, like torch.utils.data.random_split with fractional lengths gives val.
   const auto n_val = static_cast<size_t>(std::floor(static_cast<double>(n) * val_fraction));
   std::vector<int64_t> val(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_val));
@@ -256,9 +200,9 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int task, int epoch) 
   if (n < 0) throw ValueError("epoch_order: n must be >= 0, got " + std::to_string(n));
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  Xoshiro256 rng(
-      derive_seed(seed, kTagEpoch, static_cast<uint64_t>(task), static_cast<uint64_t>(epoch)));
-  fisher_yates(order, rng);
+  Generator rng(
+      Generator::derive(seed, kTagEpoch, static_cast<uint64_t>(task), static_cast<uint64_t>(epoch)));
+  rng.shuffle(order);
   return order;
 }
 

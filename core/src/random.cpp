@@ -3,10 +3,13 @@
 #include <cmath>
 #include <numbers>
 
+#include "clarena/core/errors.h"
+
 namespace clarena {
 namespace {
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
@@ -14,8 +17,14 @@ uint64_t splitmix64(uint64_t& x) {
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
-void Generator::seed_(uint64_t seed) {
-  for (auto& word : s_) word = splitmix64(seed);
+Generator::Generator(uint64_t seed) {
+  for (auto& word : s_) word = mix64(seed += kGolden);  // SplitMix64
+}
+
+Generator::Generator(const std::array<uint64_t, 4>& state) {
+  if (state[0] == 0 && state[1] == 0 && state[2] == 0 && state[3] == 0)
+    throw ValueError("Generator: the all-zero xoshiro256** state is invalid");
+  for (size_t i = 0; i < 4; ++i) s_[i] = state[i];
 }
 
 uint64_t Generator::next_u64() {
@@ -47,21 +56,19 @@ double Generator::normal() {
 }
 
 uint64_t Generator::below(uint64_t n) {
-  if (n <= 1) return 0;
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;  // reject the biased tail
-  uint64_t x;
-  do x = next_u64();
-  while (x >= limit);
-  return x % n;
+  if (n == 0) throw ValueError("Generator::below: n must be > 0");
+  // Reject the lowest 2^64 mod n values so that every residue is equally likely.
+  const uint64_t threshold = (0 - n) % n;
+  for (;;) {
+    const uint64_t r = next_u64();
+    if (r >= threshold) return r % n;
+  }
 }
 
-uint64_t Generator::derive(uint64_t seed, uint64_t a, uint64_t b) {
-  uint64_t x = seed;
-  uint64_t h = splitmix64(x);
-  x = h ^ (a * 0xD1B54A32D192ED03ull);
-  h = splitmix64(x);
-  x = h ^ (b * 0x8CB92BA72F3D8DD7ull);
-  return splitmix64(x);
+uint64_t Generator::derive(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
+  uint64_t h = mix64(seed ^ mix64(stream));
+  h = mix64(h ^ (a + kGolden));
+  return mix64(h ^ (b + 0x632BE59BD9B4E019ull));
 }
 
 }  // namespace clarena

@@ -1,53 +1,16 @@
 // Pure index and label logic of the CL benchmarks (Permuted, Split), the TIL/CIL label
 // mappings, and seeded data orders. Tasks are 1-based, as in CLArena.
 //
-// Randomness uses our own SplitMix64 / xoshiro256** and Fisher-Yates, never std::shuffle or
-// std distributions, so a seed gives the same numbers on every platform and compiler.
+// Randomness comes from clarena::Generator (xoshiro256**) and its Fisher-Yates shuffle, never
+// std::shuffle or std distributions, so a seed gives the same numbers on every platform.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 namespace clarena::cl {
-
-/// SplitMix64 (Steele, Lea, Flood 2014): used to seed xoshiro and to derive seeds.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next();
-
- private:
-  uint64_t state_;
-};
-
-/// xoshiro256** 1.0 (Blackman, Vigna), state filled from SplitMix64(seed).
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(uint64_t seed);
-  /// Raw state (not all zero), to check against the reference outputs.
-  explicit Xoshiro256(const std::array<uint64_t, 4>& state);
-  uint64_t next();
-  /// Uniform integer in [0, n), unbiased (rejection sampling); n must be > 0.
-  uint64_t below(uint64_t n);
-
- private:
-  uint64_t s_[4];
-};
-
-/// Derives an independent stream seed from a run seed, a stream tag and two indices.
-uint64_t derive_seed(uint64_t seed, uint64_t tag, uint64_t a, uint64_t b = 0);
-
-/// In-place Fisher-Yates shuffle driven by `rng`.
-template <typename T>
-void fisher_yates(std::vector<T>& v, Xoshiro256& rng) {
-  for (size_t i = v.size(); i > 1; --i) {
-    const size_t j = static_cast<size_t>(rng.below(i));
-    std::swap(v[i - 1], v[j]);
-  }
-}
 
 // ---- Permuted benchmark ----
 

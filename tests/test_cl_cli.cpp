@@ -1,0 +1,187 @@
+// The `clarena` binary: refusals (exit code 2, the valid choices listed, nothing written),
+// --help, and a short `train` whose every file lands in output_dir.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cl_fixture.h"
+
+#ifndef CLARENA_BIN
+#error "CLARENA_BIN (the path of the built clarena binary) must be defined"
+#endif
+
+using cl_fixture::read_file;
+using cl_fixture::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+::testing::AssertionResult Has(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+/// Every entry under `dir`, relative, recursively.
+std::set<std::string> tree(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    out.insert(fs::relative(e.path(), dir).string());
+  return out;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cfg_ = cl_fixture::synthetic_config(dir_.path());
+    cwd_ = dir_.path() / "cwd";
+    logs_ = dir_.path() / "logs";
+    fs::create_directories(cwd_);
+    fs::create_directories(logs_);
+  }
+
+  struct Result {
+    int code;
+    std::string out, err;
+  };
+
+  /// Runs clarena with `args` in an empty working folder; stdout and stderr captured.
+  Result clarena(const std::vector<std::string>& args) {
+    std::string cmd = "cd " + quote(cwd_.string()) + " && " + quote(CLARENA_BIN);
+    for (const auto& a : args)
+      cmd += " " + quote(a);
+    cmd += " >" + quote((logs_ / "out").string()) + " 2>" + quote((logs_ / "err").string());
+    const int status = std::system(cmd.c_str());
+    EXPECT_TRUE(WIFEXITED(status)) << cmd;
+    return {WEXITSTATUS(status), read_file(logs_ / "out"), read_file(logs_ / "err")};
+  }
+
+  /// The overrides that point a run at the synthetic data and output_dir.
+  std::vector<std::string> data_args(const std::string& command) {
+    return {command,         "dataset=mnist",  "data_dir=" + cfg_.data_dir,   "hidden_dims=[32,32]",
+            "batch_size=32", "progress=false", "output_dir=" + out().string()};
+  }
+
+  fs::path out() const { return cwd_ / "run"; }
+
+  /// A refusal: exit code 2, a message on stderr, nothing written anywhere.
+  Result expect_refused(std::vector<std::string> args) {
+    Result r = clarena(args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_FALSE(r.err.empty());
+    EXPECT_TRUE(fs::is_empty(cwd_)) << "a refused run must write nothing";
+    return r;
+  }
+
+  TempDir dir_;
+  clarena::cl::ExperimentConfig cfg_;
+  fs::path cwd_, logs_;
+};
+
+}  // namespace
+
+TEST_F(CliTest, UnknownKeyListsValidKeys) {
+  auto args = data_args("train");
+  args.push_back("epochz=1");
+  Result r = expect_refused(args);
+  EXPECT_TRUE(Has(r.err, "epochz"));
+  for (const char* key : {"epochs", "algorithm", "hidden_dims", "freeze_heads", "output_dir"})
+    EXPECT_TRUE(Has(r.err, key));
+}
+
+TEST_F(CliTest, UnknownAlgorithmListsAlgorithms) {
+  auto args = data_args("train");
+  args.push_back("algorithm=ewc");
+  Result r = expect_refused(args);
+  for (const char* name : {"ewc", "finetuning", "fix", "independent", "random"})
+    EXPECT_TRUE(Has(r.err, name));
+}
+
+TEST_F(CliTest, BadValuesRefused) {
+  for (const std::string bad : {"epochs=abc", "epochs=0", "batch_norm=maybe", "lr=-1"}) {
+    SCOPED_TRACE(bad);
+    auto args = data_args("train");
+    args.push_back(bad);
+    Result r = expect_refused(args);
+    EXPECT_TRUE(Has(r.err, bad.substr(0, bad.find('='))));
+  }
+  // The same refusal for `compare`, and for an argument that is neither file nor override.
+  auto args = data_args("compare");
+  args.push_back("epochs=abc");
+  expect_refused(args);
+  expect_refused({"train", "not_an_override"});
+}
+
+TEST_F(CliTest, HelpListsSettings) {
+  Result r = clarena({"--help"});
+  EXPECT_EQ(r.code, 0);
+  for (const char* word : {"train", "compare", "resume", "eval", "epochs", "algorithm",
+                           "freeze_heads", "max_train_samples_per_task", "data_dir"})
+    EXPECT_TRUE(Has(r.out, word));
+  EXPECT_TRUE(fs::is_empty(cwd_));
+}
+
+TEST_F(CliTest, TrainWritesEverythingIntoOutputDir) {
+  auto args = data_args("train");
+  args.insert(args.end(),
+              {"algorithm=fix", "epochs=1", "num_tasks=2", "class_order=[0,1,2,3,4,5,6,7,8,9]"});
+  const std::set<std::string> data_before = tree(cfg_.data_dir);
+  Result r = clarena(args);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_TRUE(Has(r.out, "Fix"));
+
+  EXPECT_EQ(tree(cwd_).count("run"), 1u);
+  for (const auto& entry : tree(cwd_))
+    EXPECT_TRUE(entry == "run" || entry.starts_with("run/")) << entry << " written outside";
+  EXPECT_EQ(tree(cfg_.data_dir), data_before);
+  const std::set<std::string> expected{"acc.csv",
+                                       "metrics.json",
+                                       "curves.csv",
+                                       "costs.csv",
+                                       "acc_heatmap.svg",
+                                       "average_accuracy.svg",
+                                       "manifest.json",
+                                       "config.yaml",
+                                       "checkpoint",
+                                       "checkpoint/model.params",
+                                       "checkpoint/state.json"};
+  EXPECT_EQ(tree(out()), expected) << "no stray (e.g. .tmp) files";
+  const std::string acc = read_file(out() / "acc.csv");
+  EXPECT_TRUE(acc.starts_with("after_training_task,average_accuracy,test_on_task_1,test_on_task_2"))
+      << acc;
+  EXPECT_EQ(std::count(acc.begin(), acc.end(), '\n'), 3);
+  EXPECT_TRUE(Has(read_file(out() / "acc_heatmap.svg"), "<svg"));
+  const clarena::cl::ExperimentConfig written = clarena::cl::load_config(out() / "config.yaml");
+  EXPECT_EQ(written.algorithm, "fix");
+  EXPECT_EQ(written.num_tasks, 2);
+  EXPECT_EQ(written.output_dir, out().string());
+  EXPECT_TRUE(Has(read_file(out() / "manifest.json"), "\"seed\""));
+
+  // eval of the checkpoint prints one line per task; resume of a finished run has no task
+  // left and changes no result.
+  Result e = clarena({"eval", out().string()});
+  EXPECT_EQ(e.code, 0) << e.err;
+  EXPECT_TRUE(Has(e.out, "test on task 2"));
+  Result again = clarena({"resume", out().string()});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(read_file(out() / "acc.csv"), acc);
+}
+
+TEST_F(CliTest, ResumeOrEvalWithoutCheckpointFails) {
+  for (const char* command : {"resume", "eval"}) {
+    Result r = clarena({command, (cwd_ / "nothing").string()});
+    EXPECT_EQ(r.code, 1) << command;
+    EXPECT_TRUE(Has(r.err, "state.json")) << command;
+    EXPECT_TRUE(fs::is_empty(cwd_)) << command;
+  }
+}

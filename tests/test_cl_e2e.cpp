@@ -1,0 +1,80 @@
+// End to end on the real Fashion-MNIST (Debian's dataset-fashion-mnist): a short Split
+// schedule of Finetuning and Fix, checking that task 1 is learned and the structural facts
+// of each algorithm (graph nodes per step; Fix never forgets under TIL).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cl_fixture.h"
+#include "clarena/cl/experiment.h"
+#include "clarena/cl/idx.h"
+
+using namespace clarena::cl;
+using cl_fixture::read_file;
+using cl_fixture::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+class FashionMnist : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(fs::path(kFashionMnistDir) / "train-images-idx3-ubyte.gz") &&
+        !fs::exists(fs::path(kFashionMnistDir) / "train-images-idx3-ubyte"))
+      GTEST_SKIP() << kFashionMnistDir << " missing (apt-get install dataset-fashion-mnist)";
+  }
+
+  RunResult run(const std::string& algorithm) {
+    ExperimentConfig cfg;  // defaults: Split Fashion-MNIST, 5 tasks, TIL, 784-256-256
+    cfg.algorithm = algorithm;
+    cfg.epochs = 1;
+    cfg.max_train_samples_per_task = 2000;
+    cfg.progress = false;
+    cfg.output_dir = (dir_.path() / algorithm).string();
+    validate(cfg);
+    return run_experiment(cfg, {});
+  }
+
+  TempDir dir_;
+};
+
+}  // namespace
+
+TEST_F(FashionMnist, FinetuningAndFixShortSplitRun) {
+  const RunResult ft = run("finetuning");
+  const RunResult fix = run("fix");
+  for (const RunResult* r : {&ft, &fix}) {
+    SCOPED_TRACE(r->algorithm);
+    ASSERT_EQ(r->accuracy.trained_tasks(), 5);
+    ASSERT_EQ(r->costs.size(), 5u);
+    EXPECT_GT(r->accuracy.at(1, 1), 0.8) << "2-class task, chance is 0.5";
+    for (int t = 1; t <= 5; ++t)
+      EXPECT_GT(r->accuracy.at(t, t), 0.6) << "task " << t;
+    for (const auto& c : r->costs)
+      EXPECT_EQ(c.steps, 2000 / 64 + 1) << "task " << c.task;
+    EXPECT_FALSE(read_file(r->output_dir / "metrics.json").empty());
+  }
+  // The same seed and task 1 schedule: both algorithms are the same network until task 2.
+  EXPECT_EQ(ft.accuracy.at(1, 1), fix.accuracy.at(1, 1));
+
+  // Finetuning records the whole network every step: 2 fused linear_relu, head, loss.
+  for (const auto& c : ft.costs)
+    EXPECT_EQ(c.nodes_per_step, 4.0) << "task " << c.task;
+  // Fix: the same on task 1, then only the head and the loss.
+  EXPECT_EQ(fix.costs[0].nodes_per_step, 4.0);
+  for (size_t i = 1; i < fix.costs.size(); ++i) {
+    EXPECT_EQ(fix.costs[i].nodes_per_step, 2.0) << "task " << fix.costs[i].task;
+    // Less than one input batch [64, 784] of floats, which the first layer would keep.
+    EXPECT_LT(fix.costs[i].saved_bytes_per_step, 64.0 * 784 * 4) << "a backbone activation kept";
+    EXPECT_GT(fix.costs[0].saved_bytes_per_step, 64.0 * 784 * 4);
+  }
+
+  // Fix under TIL cannot forget: task j's backbone and head never change after task j.
+  bool ft_moved = false;
+  for (int j = 1; j <= 5; ++j)
+    for (int i = j + 1; i <= 5; ++i) {
+      EXPECT_EQ(fix.accuracy.at(i, j), fix.accuracy.at(j, j)) << "acc(" << i << "," << j << ")";
+      ft_moved |= ft.accuracy.at(i, j) != ft.accuracy.at(j, j);
+    }
+  EXPECT_TRUE(ft_moved) << "Finetuning's shared backbone changes every task's accuracy";
+}
