@@ -40,11 +40,14 @@ struct GemmShape {
   int64_t m, n, k;
 };
 
-/// The default model's products at batch B: forward, weight gradient, input gradient.
+/// Every product of one step of the default model (784→256→256 + 256→10) at batch B. A
+/// trainable step runs all eight; a frozen one the three forwards and dW_head; bench/report.py
+/// sums Eigen's times over these sets to get each mode's GEMM floor.
 std::vector<GemmShape> step_gemms(int64_t b) {
-  return {{"fwd_784x256", false, true, b, 256, 784},  {"fwd_256x256", false, true, b, 256, 256},
-          {"fwd_256x10", false, true, b, 10, 256},    {"dW_256x784", true, false, 256, 784, b},
-          {"dW_256x256", true, false, 256, 256, b},   {"dX_256x256", false, false, b, 256, 256}};
+  return {{"fwd_784x256", false, true, b, 256, 784}, {"fwd_256x256", false, true, b, 256, 256},
+          {"fwd_256x10", false, true, b, 10, 256},   {"dW_784x256", true, false, 256, 784, b},
+          {"dW_256x256", true, false, 256, 256, b},  {"dW_head", true, false, 10, 256, b},
+          {"dX_256x256", false, false, b, 256, 256}, {"dX_head", false, false, b, 256, 10}};
 }
 
 void gemm_ours(benchmark::State& state, GemmShape s, Device device) {
@@ -128,7 +131,7 @@ void register_all() {
   if (cuda_is_available()) devices.push_back(Device::cuda(0));
   for (Device device : devices) {
     const std::string dev = device.is_cpu() ? "cpu" : "cuda";
-    for (int64_t batch : {32, 128, 512, 2048})
+    for (int64_t batch : {1, 32, 128, 512, 2048})
       for (const GemmShape& s : step_gemms(batch)) {
         const std::string name = "BM_Gemm/" + dev + "/" + s.name + "/" + std::to_string(batch);
         benchmark::RegisterBenchmark(name.c_str(), gemm_ours, s, device)->UseManualTime();

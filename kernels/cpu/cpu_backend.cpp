@@ -11,6 +11,7 @@
 
 #include "clarena/core/errors.h"
 #include "clarena/kernels/backend.h"
+#include "thread_pool.h"
 
 namespace clarena::kernels {
 namespace {
@@ -20,24 +21,63 @@ using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 template <typename T>
 using ConstMatMap = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned>;
 
+template <typename T, typename OpA, typename OpB, typename OutBlock>
+void gemm_block(const OpA& a, const OpB& b, OutBlock c, T alpha, T beta) {
+  if (beta == T(0)) {
+    c.noalias() = alpha * a * b;
+  } else {
+    if (beta != T(1)) c *= beta;
+    c.noalias() += alpha * a * b;
+  }
+}
+
+/// Products this small run on the calling thread: waking workers would cost more.
+constexpr double kParallelGemmFlops = 2e6;
+constexpr int64_t kGemmGrain = 16;  // split points stay on 16-element (one AVX-512 vector) bounds
+
+/// C = alpha op(A) op(B) + beta C with Eigen, the output split into column (or, for tall
+/// outputs, row) blocks that the thread pool computes side by side. Eigen itself stays
+/// single-threaded: one pool for the whole library, and no OpenMP teams spinning.
+template <typename T, bool kTa, bool kTb>
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T beta, T* c) {
+  ConstMatMap<T> A(a, kTa ? k : m, kTa ? m : k);
+  ConstMatMap<T> B(b, kTb ? n : k, kTb ? k : n);
+  Eigen::Map<RowMatrix<T>> C(c, m, n);
+  auto rows_of_a = [&](int64_t lo, int64_t len) {
+    if constexpr (kTa) return A.middleCols(lo, len).transpose();
+    else return A.middleRows(lo, len);
+  };
+  auto cols_of_b = [&](int64_t lo, int64_t len) {
+    if constexpr (kTb) return B.middleRows(lo, len).transpose();
+    else return B.middleCols(lo, len);
+  };
+  ThreadPool& pool = ThreadPool::global();
+  const bool split_rows = m > n;
+  const int64_t extent = split_rows ? m : n;
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const int64_t blocks = flops < kParallelGemmFlops
+                             ? 1
+                             : std::min<int64_t>(pool.size(), extent / kGemmGrain);
+  if (blocks <= 1) {
+    gemm_block(rows_of_a(0, m), cols_of_b(0, n), C, alpha, beta);
+    return;
+  }
+  const int64_t step = (extent / blocks + kGemmGrain - 1) / kGemmGrain * kGemmGrain;
+  pool.run(static_cast<int>(blocks), [&](int i) {
+    const int64_t lo = i * step, len = std::min(extent, lo + step) - lo;
+    if (len <= 0) return;
+    if (split_rows) gemm_block(rows_of_a(lo, len), cols_of_b(0, n), C.middleRows(lo, len), alpha, beta);
+    else gemm_block(rows_of_a(0, m), cols_of_b(lo, len), C.middleCols(lo, len), alpha, beta);
+  });
+}
+
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b,
           T beta, T* c) {
-  ConstMatMap<T> A(a, ta ? k : m, ta ? m : k);
-  ConstMatMap<T> B(b, tb ? n : k, tb ? k : n);
-  Eigen::Map<RowMatrix<T>> C(c, m, n);
-  auto run = [&](const auto& opA, const auto& opB) {
-    if (beta == T(0)) {
-      C.noalias() = alpha * opA * opB;
-    } else {
-      if (beta != T(1)) C *= beta;
-      C.noalias() += alpha * opA * opB;
-    }
-  };
-  if (ta && tb) run(A.transpose(), B.transpose());
-  else if (ta) run(A.transpose(), B);
-  else if (tb) run(A, B.transpose());
-  else run(A, B);
+  if (ta && tb) gemm<T, true, true>(m, n, k, alpha, a, b, beta, c);
+  else if (ta) gemm<T, true, false>(m, n, k, alpha, a, b, beta, c);
+  else if (tb) gemm<T, false, true>(m, n, k, alpha, a, b, beta, c);
+  else gemm<T, false, false>(m, n, k, alpha, a, b, beta, c);
 }
 
 template <typename T>
@@ -253,17 +293,47 @@ void batch_norm_backward(int64_t rows, int64_t cols, const T* x, const T* gamma,
   }
 }
 
+/// torch.optim.SGD for one parameter, with the branches hoisted out of the loop so that each
+/// variant is a straight vectorisable pass.
+template <typename T, bool kNesterov, bool kFirstStep>
+void sgd_momentum(int64_t n, T* p, const T* g, T* buf, T lr, T wd, T mom, T damp) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T d = g[i] + wd * p[i];
+    const T b = kFirstStep ? d : mom * buf[i] + (T(1) - damp) * d;
+    buf[i] = b;
+    p[i] -= lr * (kNesterov ? d + mom * b : b);
+  }
+}
+
+/// Runs fn(begin, end) over [0, n) in pool-sized chunks when n is large enough to pay for it.
+template <typename Fn>
+void parallel_range(int64_t n, Fn&& fn) {
+  constexpr int64_t kMinChunk = 1 << 15;
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t chunks = std::min<int64_t>(pool.size(), n / kMinChunk);
+  if (chunks <= 1) return fn(int64_t(0), n);
+  const int64_t step = (n / chunks + 15) / 16 * 16;
+  pool.run(static_cast<int>(chunks), [&](int i) {
+    const int64_t lo = i * step;
+    if (lo < n) fn(lo, std::min(n, lo + step));
+  });
+}
+
 template <typename T>
 void sgd_update(int64_t n, T* p, const T* g, T* buf, const SGDParams& o) {
   const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(o.dampening);
-  for (int64_t i = 0; i < n; ++i) {
-    T d = g[i] + wd * p[i];
-    if (mom != T(0)) {
-      buf[i] = o.first_step ? d : mom * buf[i] + (T(1) - damp) * d;
-      d = o.nesterov ? d + mom * buf[i] : buf[i];
+  parallel_range(n, [&](int64_t lo, int64_t hi) {
+    const int64_t len = hi - lo;
+    T *pp = p + lo, *bb = buf ? buf + lo : nullptr;
+    const T* gg = g + lo;
+    if (mom == T(0)) {
+      for (int64_t i = 0; i < len; ++i) pp[i] -= lr * (gg[i] + wd * pp[i]);
+    } else if (o.first_step) {
+      (o.nesterov ? sgd_momentum<T, true, true> : sgd_momentum<T, false, true>)(len, pp, gg, bb, lr, wd, mom, damp);
+    } else {
+      (o.nesterov ? sgd_momentum<T, true, false> : sgd_momentum<T, false, false>)(len, pp, gg, bb, lr, wd, mom, damp);
     }
-    p[i] -= lr * d;
-  }
+  });
 }
 
 template <typename T>
@@ -272,12 +342,14 @@ void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const AdamParams& o) {
   const T bc1 = T(1 - std::pow(o.beta1, static_cast<double>(o.step)));
   const T bc2_sqrt = T(std::sqrt(1 - std::pow(o.beta2, static_cast<double>(o.step))));
   const T step_size = T(o.lr) / bc1, eps = T(o.eps);
-  for (int64_t i = 0; i < n; ++i) {
-    T d = g[i] + wd * p[i];
-    m[i] = b1 * m[i] + (T(1) - b1) * d;
-    v[i] = b2 * v[i] + (T(1) - b2) * d * d;
-    p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-  }
+  parallel_range(n, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      T d = g[i] + wd * p[i];
+      m[i] = b1 * m[i] + (T(1) - b1) * d;
+      v[i] = b2 * v[i] + (T(1) - b2) * d * d;
+      p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+    }
+  });
 }
 
 /// Calls fn with a typed null pointer selecting float or double; int64 is refused.
