@@ -25,7 +25,8 @@ void timed(benchmark::State& state, Backend& be, const std::function<void()>& bo
     auto start = std::chrono::steady_clock::now();
     body();
     be.synchronize();
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    state.SetIterationTime(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
 }
 
@@ -65,15 +66,20 @@ void gemm_ours(benchmark::State& state, GemmShape s, Device device) {
 /// Eigen's own GEMM on the same row-major buffers: the floor our CPU wrapper must reach.
 void gemm_eigen(benchmark::State& state, GemmShape s) {
   using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  M a = M::Random(s.ta ? s.k : s.m, s.ta ? s.m : s.k), b = M::Random(s.tb ? s.n : s.k, s.tb ? s.k : s.n);
+  M a = M::Random(s.ta ? s.k : s.m, s.ta ? s.m : s.k),
+    b = M::Random(s.tb ? s.n : s.k, s.tb ? s.k : s.n);
   M c(s.m, s.n);
   for (auto _ : state) {
     auto start = std::chrono::steady_clock::now();
-    if (s.ta) c.noalias() = a.transpose() * b;
-    else if (s.tb) c.noalias() = a * b.transpose();
-    else c.noalias() = a * b;
+    if (s.ta)
+      c.noalias() = a.transpose() * b;
+    else if (s.tb)
+      c.noalias() = a * b.transpose();
+    else
+      c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    state.SetIterationTime(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.m * s.n * s.k * 1e-9 * state.iterations(),
                                                  benchmark::Counter::kIsRate);
@@ -86,7 +92,8 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
   Tensor x = random({rows, cols}, device, 1), y = random({rows, cols}, device, 2);
   Tensor out = Tensor::empty({rows, cols}, DType::Float32, device);
   Tensor row = random({cols}, device, 3), lse = Tensor::empty({rows}, DType::Float32, device);
-  Tensor loss = Tensor::empty({}, DType::Float32, device), one = Tensor::ones({}, DType::Float32, device);
+  Tensor loss = Tensor::empty({}, DType::Float32, device),
+         one = Tensor::ones({}, DType::Float32, device);
   std::vector<int64_t> label_values(static_cast<size_t>(rows), 3);
   Tensor labels = Tensor::from_vector(label_values, {rows}, device);
   Tensor momentum = Tensor::zeros({rows, cols}, DType::Float32, device);
@@ -97,13 +104,18 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
     body = [&] { be.copy(out.raw(), x.raw(), x.nbytes()); };
     moved = 2 * f;
   } else if (kernel == "add") {
-    body = [&] { be.binary(kernels::Binary::Add, kernels::Broadcast::None, DType::Float32, 1, n, x.raw(), y.raw(), out.raw()); };
+    body = [&] {
+      be.binary(kernels::Binary::Add, kernels::Broadcast::None, DType::Float32, 1, n, x.raw(),
+                y.raw(), out.raw());
+    };
     moved = 3 * f;
   } else if (kernel == "bias_relu") {
     body = [&] { be.bias_relu(DType::Float32, rows, cols, row.raw(), out.raw()); };
     moved = 2 * f;
   } else if (kernel == "relu_backward") {
-    body = [&] { be.unary_backward(kernels::Unary::Relu, DType::Float32, n, x.raw(), y.raw(), out.raw()); };
+    body = [&] {
+      be.unary_backward(kernels::Unary::Relu, DType::Float32, n, x.raw(), y.raw(), out.raw());
+    };
     moved = 3 * f;
   } else if (kernel == "sum_rows") {  // the bias-gradient column reduction
     body = [&] { be.reduce_sum(DType::Float32, 1, rows, cols, 1.0, x.raw(), 0.0, row.raw()); };
@@ -112,10 +124,16 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
     body = [&] { be.reduce_sum(DType::Float32, 1, n, 1, 1.0, x.raw(), 0.0, loss.raw()); };
     moved = f;
   } else if (kernel == "xent_forward") {
-    body = [&] { be.cross_entropy_forward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(), lse.raw(), loss.raw()); };
+    body = [&] {
+      be.cross_entropy_forward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(),
+                               lse.raw(), loss.raw());
+    };
     moved = f;
   } else if (kernel == "xent_backward") {
-    body = [&] { be.cross_entropy_backward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(), lse.raw(), one.raw(), out.raw()); };
+    body = [&] {
+      be.cross_entropy_backward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(),
+                                lse.raw(), one.raw(), out.raw());
+    };
     moved = 2 * f;
   } else if (kernel == "sgd_momentum") {
     kernels::SGDParams p{.lr = 0.01, .momentum = 0.9, .first_step = false};
@@ -136,15 +154,19 @@ void register_all() {
         const std::string name = "BM_Gemm/" + dev + "/" + s.name + "/" + std::to_string(batch);
         benchmark::RegisterBenchmark(name.c_str(), gemm_ours, s, device)->UseManualTime();
         if (device.is_cpu())
-          benchmark::RegisterBenchmark(("BM_Gemm/eigen/" + std::string(s.name) + "/" + std::to_string(batch)).c_str(),
-                                       gemm_eigen, s)->UseManualTime();
+          benchmark::RegisterBenchmark(
+              ("BM_Gemm/eigen/" + std::string(s.name) + "/" + std::to_string(batch)).c_str(),
+              gemm_eigen, s)
+              ->UseManualTime();
       }
     // 64M elements on the GPU (the size), 4M on the CPU (past its caches, quick).
     const int64_t n = device.is_cpu() ? (int64_t(1) << 22) : (int64_t(1) << 26);
     for (const char* kernel : {"copy", "add", "bias_relu", "relu_backward", "sum_rows", "sum_all",
                                "xent_forward", "xent_backward", "sgd_momentum"})
       benchmark::RegisterBenchmark(("BM_Stream/" + dev + "/" + kernel).c_str(), streaming, device,
-                                   std::string(kernel))->Arg(n)->UseManualTime();
+                                   std::string(kernel))
+          ->Arg(n)
+          ->UseManualTime();
   }
 }
 

@@ -57,14 +57,16 @@ class StepModel {
     head_->to(device);
     x_ = Tensor::normal({batch, s.input}, 0, 1, gen, DType::Float32, device);
     std::vector<int64_t> labels(static_cast<size_t>(batch));
-    for (auto& y : labels) y = static_cast<int64_t>(gen.below(static_cast<uint64_t>(s.classes)));
+    for (auto& y : labels)
+      y = static_cast<int64_t>(gen.below(static_cast<uint64_t>(s.classes)));
     y_ = Tensor::from_vector(labels, {batch}, device);
     std::vector<Tensor> params = head_->parameters();
     if (mode == Mode::Frozen) {
       backbone_->requires_grad_(false);
       backbone_->eval();
     } else {
-      for (const Tensor& p : backbone_->parameters()) params.push_back(p);
+      for (const Tensor& p : backbone_->parameters())
+        params.push_back(p);
     }
     sgd_ = std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = 0.01, .momentum = 0.9});
   }

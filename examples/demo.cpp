@@ -13,11 +13,13 @@ int main() {
   // A fixed random batch with random labels: the model can memorise it, so the loss falls.
   Tensor x = Tensor::normal({128, 784}, 0, 1, gen);
   std::vector<int64_t> labels(128);
-  for (auto& y : labels) y = static_cast<int64_t>(gen.below(10));
+  for (auto& y : labels)
+    y = static_cast<int64_t>(gen.below(10));
   Tensor y = Tensor::from_vector(labels, {128});
 
   std::vector<Tensor> params = backbone.parameters();
-  for (const Tensor& p : head.parameters()) params.push_back(p);
+  for (const Tensor& p : head.parameters())
+    params.push_back(p);
   optim::SGD sgd(params, {.lr = 0.05, .momentum = 0.9});
   auto start = std::chrono::steady_clock::now();
   for (int step = 0; step <= 100; ++step) {
@@ -27,6 +29,7 @@ int main() {
     sgd.step();
     if (step % 10 == 0) std::printf("step %3d  loss %.4f\n", step, loss.item());
   }
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::printf("101 steps in %.1f ms\n", ms);
 }

@@ -18,7 +18,9 @@ int cuda_device_count() {
 #endif
 }
 
-bool cuda_is_available() { return cuda_device_count() > 0; }
+bool cuda_is_available() {
+  return cuda_device_count() > 0;
+}
 
 namespace kernels {
 

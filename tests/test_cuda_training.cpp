@@ -25,16 +25,21 @@ void expect_close(const Tensor& gpu, const Tensor& cpu, double atol = 1e-4, doub
 }
 
 struct Model {
-  Model(Device device, bool frozen, uint64_t seed = 3) : gen(seed), backbone(784, {256, 256}, gen), head(256, 10, gen) {
+  Model(Device device, bool frozen, uint64_t seed = 3)
+      : gen(seed), backbone(784, {256, 256}, gen), head(256, 10, gen) {
     backbone.to(device);
     head.to(device);
     x = Tensor::normal({128, 784}, 0, 1, gen).to(device);
     std::vector<int64_t> labels(128);
-    for (auto& l : labels) l = static_cast<int64_t>(gen.below(10));
+    for (auto& l : labels)
+      l = static_cast<int64_t>(gen.below(10));
     y = Tensor::from_vector(labels, {128}, device);
     std::vector<Tensor> params = head.parameters();
-    if (frozen) backbone.requires_grad_(false);
-    else for (auto& p : backbone.parameters()) params.push_back(p);
+    if (frozen)
+      backbone.requires_grad_(false);
+    else
+      for (auto& p : backbone.parameters())
+        params.push_back(p);
     sgd = std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
   }
   Tensor step() {
@@ -54,7 +59,8 @@ struct Model {
 TEST(CudaTraining, StepsMatchTheCpu) {
   SKIP_WITHOUT_GPU();
   Model cpu(Device::cpu(), false), gpu(kGpu, false);
-  for (int i = 0; i < 5; ++i) EXPECT_NEAR(gpu.step().item(), cpu.step().item(), 1e-4);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(gpu.step().item(), cpu.step().item(), 1e-4);
   expect_close(gpu.head.weight(), cpu.head.weight());
   expect_close(gpu.backbone.parameters()[0], cpu.backbone.parameters()[0]);
 }
@@ -84,10 +90,12 @@ TEST(CudaTraining, FrozenBackboneStaysBitwiseUnchanged) {
   Model m(kGpu, true);
   auto before = m.backbone.parameters()[0].to_vector<float>();
   auto head_before = m.head.weight().to_vector<float>();
-  for (int i = 0; i < 3; ++i) m.step();
+  for (int i = 0; i < 3; ++i)
+    m.step();
   EXPECT_EQ(m.backbone.parameters()[0].to_vector<float>(), before);
   EXPECT_NE(m.head.weight().to_vector<float>(), head_before);
-  for (const Tensor& p : m.backbone.parameters()) EXPECT_FALSE(p.grad().defined());
+  for (const Tensor& p : m.backbone.parameters())
+    EXPECT_FALSE(p.grad().defined());
 }
 
 TEST(CudaTraining, SteadyStateStepMakesNoCudaMalloc) {
@@ -97,7 +105,8 @@ TEST(CudaTraining, SteadyStateStepMakesNoCudaMalloc) {
   m.step();
   m.step();  // optimizer state now exists; every buffer size has been seen
   const int64_t mallocs = stats.device_mallocs;
-  for (int i = 0; i < 10; ++i) m.step();
+  for (int i = 0; i < 10; ++i)
+    m.step();
   EXPECT_EQ(stats.device_mallocs, mallocs);
 }
 

@@ -262,14 +262,17 @@ TEST(GeneratorReference, SeedingIsSplitMix64) {
   Generator seeded(1234567);
   Generator raw({6457827717110365317ULL, 3203168211198807973ULL, 9817491932198370423ULL,
                  4593380528125082431ULL});
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(seeded.next_u64(), raw.next_u64());
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(seeded.next_u64(), raw.next_u64());
 }
 
 TEST(GeneratorReference, BelowIsInRangeAndRefusesZero) {
   Generator g(7);
   std::vector<int> hits(3, 0);
-  for (int i = 0; i < 3000; ++i) ++hits[static_cast<size_t>(g.below(3))];
-  for (int h : hits) EXPECT_GT(h, 800);
+  for (int i = 0; i < 3000; ++i)
+    ++hits[static_cast<size_t>(g.below(3))];
+  for (int h : hits)
+    EXPECT_GT(h, 800);
   EXPECT_THROW(g.below(0), ValueError);
   EXPECT_THROW(Generator({0, 0, 0, 0}), ValueError);
 }

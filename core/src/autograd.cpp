@@ -17,9 +17,15 @@ void add_saved_bytes(int64_t delta) {
 }
 }  // namespace
 
-bool grad_mode_enabled() { return grad_mode; }
-void set_grad_mode(bool enabled) { grad_mode = enabled; }
-const Stats& stats() { return counters; }
+bool grad_mode_enabled() {
+  return grad_mode;
+}
+void set_grad_mode(bool enabled) {
+  grad_mode = enabled;
+}
+const Stats& stats() {
+  return counters;
+}
 void reset_stats() {
   counters.nodes_recorded = 0;
   counters.peak_saved_bytes = counters.saved_bytes;
@@ -90,8 +96,10 @@ std::shared_ptr<Node> node_for(const char* name, const Tensors& inputs) {
   for (const Tensor& t : inputs) {
     Edge edge;
     if (t.defined() && t.requires_grad()) {
-      if (t.grad_fn()) edge.node = t.grad_fn();
-      else edge.leaf = t.impl_ptr();
+      if (t.grad_fn())
+        edge.node = t.grad_fn();
+      else
+        edge.leaf = t.impl_ptr();
     }
     edges.push_back(std::move(edge));
   }
@@ -99,8 +107,12 @@ std::shared_ptr<Node> node_for(const char* name, const Tensors& inputs) {
 }
 }  // namespace
 
-bool any_needs_grad(std::initializer_list<Tensor> inputs) { return any_requires(inputs); }
-bool any_needs_grad(const std::vector<Tensor>& inputs) { return any_requires(inputs); }
+bool any_needs_grad(std::initializer_list<Tensor> inputs) {
+  return any_requires(inputs);
+}
+bool any_needs_grad(const std::vector<Tensor>& inputs) {
+  return any_requires(inputs);
+}
 std::shared_ptr<Node> make_node(const char* name, std::initializer_list<Tensor> inputs) {
   return node_for(name, inputs);
 }
@@ -123,8 +135,8 @@ void accumulate(Tensor& slot, const Tensor& grad) {
 
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
   if (grad.shape() != leaf.shape)
-    throw AutogradError("gradient of shape " + shape_str(grad.shape()) +
-                        " for a leaf of shape " + shape_str(leaf.shape));
+    throw AutogradError("gradient of shape " + shape_str(grad.shape()) + " for a leaf of shape " +
+                        shape_str(leaf.shape));
   Tensor slot(leaf.grad);
   accumulate(slot, grad);
   leaf.grad = slot.impl_ptr();

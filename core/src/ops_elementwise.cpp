@@ -72,8 +72,12 @@ Tensor add_or_sub(const char* name, Binary op, const Tensor& a, const Tensor& b)
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return add_or_sub("add", Binary::Add, a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return add_or_sub("sub", Binary::Sub, a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return add_or_sub("add", Binary::Add, a, b);
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return add_or_sub("sub", Binary::Sub, a, b);
+}
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   const Layout l = layout_of("mul", a, b);
@@ -133,9 +137,15 @@ Tensor unary(const char* name, Unary f, const Tensor& x) {
 }
 }  // namespace
 
-Tensor relu(const Tensor& x) { return unary("relu", Unary::Relu, x); }
-Tensor tanh(const Tensor& x) { return unary("tanh", Unary::Tanh, x); }
-Tensor sigmoid(const Tensor& x) { return unary("sigmoid", Unary::Sigmoid, x); }
+Tensor relu(const Tensor& x) {
+  return unary("relu", Unary::Relu, x);
+}
+Tensor tanh(const Tensor& x) {
+  return unary("tanh", Unary::Tanh, x);
+}
+Tensor sigmoid(const Tensor& x) {
+  return unary("sigmoid", Unary::Sigmoid, x);
+}
 
 // --- shape ops -------------------------------------------------------------------------
 
@@ -143,8 +153,10 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   Shape resolved = new_shape;
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < resolved.size(); ++i) {
-    if (resolved[i] == -1 && infer < 0) infer = static_cast<int64_t>(i);
-    else known *= resolved[i];
+    if (resolved[i] == -1 && infer < 0)
+      infer = static_cast<int64_t>(i);
+    else
+      known *= resolved[i];
   }
   if (infer >= 0 && known > 0 && numel() % known == 0) resolved[infer] = numel() / known;
   if (shape_numel(resolved) != numel() || (infer >= 0 && resolved[infer] < 0))
@@ -154,9 +166,8 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   out.impl_->shape = resolved;
   if (!autograd::any_needs_grad({*this})) return out;
   auto node = autograd::make_node("reshape", {*this});
-  node->set_backward([old = shape()](Node&, const Tensor& g) -> std::vector<Tensor> {
-    return {g.reshape(old)};
-  });
+  node->set_backward(
+      [old = shape()](Node&, const Tensor& g) -> std::vector<Tensor> { return {g.reshape(old)}; });
   return autograd::attach(out, node);
 }
 
@@ -189,7 +200,9 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
   Tensor out = Tensor::empty({rows, cols}, first.dtype(), first.device());
   const size_t item = itemsize(first.dtype());
   // Each input is a block of the output: at a row offset (dim 0) or a column offset (dim 1).
-  auto block_offset = [dim, cols, item](int64_t start) { return static_cast<size_t>(dim == 0 ? start * cols : start) * item; };
+  auto block_offset = [dim, cols, item](int64_t start) {
+    return static_cast<size_t>(dim == 0 ? start * cols : start) * item;
+  };
   int64_t start = 0;
   for (const Tensor& t : tensors) {
     backend(t).copy_block(t.dtype(), t.size(0), t.size(1), t.raw(), t.size(1),
@@ -198,7 +211,8 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
   }
   if (!autograd::any_needs_grad(tensors)) return out;
   std::vector<Shape> shapes;
-  for (const Tensor& t : tensors) shapes.push_back(t.shape());
+  for (const Tensor& t : tensors)
+    shapes.push_back(t.shape());
   auto node = autograd::make_node("concat", tensors);
   node->set_backward([shapes, dim, cols, block_offset](Node& n, const Tensor& g) {
     std::vector<Tensor> grads(shapes.size());

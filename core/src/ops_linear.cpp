@@ -23,7 +23,8 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
   detail::check_rank(op, x, 2);
   detail::check_rank(op, w, 2);
   if (x.size(1) != w.size(1))
-    detail::shape_mismatch(op, x, w, "input features must equal weight.size(1); weight is [out, in]");
+    detail::shape_mismatch(op, x, w,
+                           "input features must equal weight.size(1); weight is [out, in]");
   if (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0)))
     detail::shape_mismatch(op, w, b, "bias must be [out]");
 }
@@ -45,8 +46,8 @@ std::vector<Tensor> linear_backward(Node& n, const Tensor& dy, const Tensor& x, 
 std::shared_ptr<Node> linear_node(const char* name, const Tensor& x, const Tensor& w,
                                   const Tensor& b, const Tensor& extra) {
   auto node = autograd::make_node(name, {x, w, b});
-  node->save({autograd::needs_grad(w) ? x : Tensor(), autograd::needs_grad(x) ? w : Tensor(),
-              extra});
+  node->save(
+      {autograd::needs_grad(w) ? x : Tensor(), autograd::needs_grad(x) ? w : Tensor(), extra});
   return node;
 }
 
@@ -68,8 +69,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
     const Tensor &a = node.saved(0), &b = node.saved(1);
     Tensor ga, gb;
     // C = op(A)·op(B): dA = dC·op(B)ᵀ (stored transposed when A was), dB = op(A)ᵀ·dC likewise.
-    if (node.needs_grad(0)) ga = ta ? gemm(b, g, tb, true, k, m, n) : gemm(g, b, false, !tb, m, k, n);
-    if (node.needs_grad(1)) gb = tb ? gemm(g, a, true, ta, n, k, m) : gemm(a, g, !ta, false, k, n, m);
+    if (node.needs_grad(0))
+      ga = ta ? gemm(b, g, tb, true, k, m, n) : gemm(g, b, false, !tb, m, k, n);
+    if (node.needs_grad(1))
+      gb = tb ? gemm(g, a, true, ta, n, k, m) : gemm(a, g, !ta, false, k, n, m);
     return {ga, gb};
   });
   return autograd::attach(out, node);
@@ -83,9 +86,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                       y.size(1), y.raw(), b.raw(), y.raw());
   if (!autograd::any_needs_grad({x, w, b})) return y;
   auto node = linear_node("linear", x, w, b, Tensor());
-  node->set_backward([](Node& n, const Tensor& dy) {
-    return linear_backward(n, dy, n.saved(0), n.saved(1));
-  });
+  node->set_backward(
+      [](Node& n, const Tensor& dy) { return linear_backward(n, dy, n.saved(0), n.saved(1)); });
   return autograd::attach(y, node);
 }
 

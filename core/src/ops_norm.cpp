@@ -13,10 +13,13 @@ namespace {
 Tensor inverse_std(const Tensor& var, double eps) {
   Tensor host = var.to(Device::cpu()).clone();
   auto invert = [&](auto* p) {
-    for (int64_t i = 0; i < host.numel(); ++i) p[i] = 1 / std::sqrt(p[i] + eps);
+    for (int64_t i = 0; i < host.numel(); ++i)
+      p[i] = 1 / std::sqrt(p[i] + eps);
   };
-  if (host.dtype() == DType::Float32) invert(host.data<float>());
-  else invert(host.data<double>());
+  if (host.dtype() == DType::Float32)
+    invert(host.data<float>());
+  else
+    invert(host.data<double>());
   return host.to(var.device());
 }
 }  // namespace
@@ -34,8 +37,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   Tensor y = detail::empty_like(x);
   auto& be = backend(x);
   if (!training) {
-    be.batch_norm_eval(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(),
-                       running_mean.raw(), running_var.raw(), eps, y.raw());
+    be.batch_norm_eval(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(), running_mean.raw(),
+                       running_var.raw(), eps, y.raw());
     if (!autograd::any_needs_grad({x, gamma, beta})) return y;
     // Eval mode is an affine map per feature, y = x * scale + shift. Its gradient is rare
     // (a frozen backbone records nothing), so it reuses the element-wise ops.
@@ -45,8 +48,10 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     return add(mul(x, scale), shift);
   }
   if (rows < 2)
-    throw ValueError("batch_norm: training needs more than one row per batch to estimate a "
-                     "variance, got shape " + shape_str(x.shape()));
+    throw ValueError(
+        "batch_norm: training needs more than one row per batch to estimate a "
+        "variance, got shape " +
+        shape_str(x.shape()));
   Tensor save_mean = Tensor::empty({cols}, x.dtype(), x.device());
   Tensor save_invstd = Tensor::empty({cols}, x.dtype(), x.device());
   be.batch_norm_train(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(), eps, momentum,

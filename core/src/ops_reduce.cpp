@@ -19,9 +19,12 @@ Split3 split_at(const Tensor& x, int64_t dim) {
   Split3 s;
   for (int64_t d = 0; d < x.dim(); ++d) {
     const int64_t size = x.size(d);
-    if (d < dim) s.outer *= size;
-    else if (d == dim) s.reduce = size;
-    else s.inner *= size;
+    if (d < dim)
+      s.outer *= size;
+    else if (d == dim)
+      s.reduce = size;
+    else
+      s.inner *= size;
     if (d != dim) s.reduced_shape.push_back(size);
   }
   return s;
@@ -43,23 +46,30 @@ Tensor reduce(const char* name, const Tensor& x, const Split3& s, bool average) 
   return autograd::attach(out, node);
 }
 
-Split3 whole(const Tensor& x) { return {1, x.numel(), 1, {}}; }
+Split3 whole(const Tensor& x) {
+  return {1, x.numel(), 1, {}};
+}
 
 void check_logits(const char* op, const Tensor& logits, const Tensor& labels) {
   detail::check_float(op, logits);
   detail::check_rank(op, logits, 2);
   check_dtype(labels, DType::Int64, std::string(op) + " labels");
   if (labels.dim() != 1 || labels.size(0) != logits.size(0))
-    detail::shape_mismatch(op, logits, labels, "labels must be [batch] for logits [batch, classes]");
+    detail::shape_mismatch(op, logits, labels,
+                           "labels must be [batch] for logits [batch, classes]");
   if (labels.device() != logits.device())
-    throw DeviceError(std::string(op) + ": logits " + logits.str() + " and labels " +
-                      labels.str() + " are on different devices");
+    throw DeviceError(std::string(op) + ": logits " + logits.str() + " and labels " + labels.str() +
+                      " are on different devices");
 }
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce("sum", x, whole(x), false); }
-Tensor mean(const Tensor& x) { return reduce("mean", x, whole(x), true); }
+Tensor sum(const Tensor& x) {
+  return reduce("sum", x, whole(x), false);
+}
+Tensor mean(const Tensor& x) {
+  return reduce("mean", x, whole(x), true);
+}
 Tensor sum(const Tensor& x, int64_t dim) {
   return reduce("sum", x, split_at(x, detail::wrap_dim("sum", dim, x.dim())), false);
 }

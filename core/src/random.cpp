@@ -14,17 +14,21 @@ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 }  // namespace
 
 Generator::Generator(uint64_t seed) {
-  for (auto& word : s_) word = mix64(seed += kGolden);  // SplitMix64
+  for (auto& word : s_)
+    word = mix64(seed += kGolden);  // SplitMix64
 }
 
 Generator::Generator(const std::array<uint64_t, 4>& state) {
   if (state[0] == 0 && state[1] == 0 && state[2] == 0 && state[3] == 0)
     throw ValueError("Generator: the all-zero xoshiro256** state is invalid");
-  for (size_t i = 0; i < 4; ++i) s_[i] = state[i];
+  for (size_t i = 0; i < 4; ++i)
+    s_[i] = state[i];
 }
 
 uint64_t Generator::next_u64() {
@@ -39,7 +43,9 @@ uint64_t Generator::next_u64() {
   return result;
 }
 
-double Generator::uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+double Generator::uniform() {
+  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
+}
 
 double Generator::normal() {
   if (has_spare_) {
@@ -47,7 +53,8 @@ double Generator::normal() {
     return spare_;
   }
   double u1 = 0;
-  while (u1 <= 0) u1 = uniform();  // log(0) would be -inf
+  while (u1 <= 0)
+    u1 = uniform();  // log(0) would be -inf
   const double u2 = uniform();
   const double radius = std::sqrt(-2.0 * std::log(u1));
   spare_ = radius * std::sin(2 * std::numbers::pi * u2);

@@ -11,14 +11,16 @@ namespace clarena {
 std::string shape_str(const Shape& shape) {
   std::ostringstream out;
   out << '[';
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  for (size_t i = 0; i < shape.size(); ++i)
+    out << (i ? ", " : "") << shape[i];
   out << ']';
   return out.str();
 }
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    n *= d;
   return n;
 }
 
@@ -84,10 +86,12 @@ Tensor random_tensor(const Shape& shape, DType dtype, Device device, Draw draw) 
   const int64_t n = host.numel();
   if (dtype == DType::Float32) {
     float* p = host.data<float>();
-    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(draw());
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = static_cast<float>(draw());
   } else {
     double* p = host.data<double>();
-    for (int64_t i = 0; i < n; ++i) p[i] = draw();
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = draw();
   }
   return host.to(device);
 }
@@ -147,9 +151,12 @@ double Tensor::item() const {
   if (numel() != 1) throw ShapeError("item: expected a one-element tensor, got " + str());
   Tensor host = to(Device::cpu());
   switch (dtype()) {
-    case DType::Float32: return *host.data<float>();
-    case DType::Float64: return *host.data<double>();
-    case DType::Int64: return static_cast<double>(*host.data<int64_t>());
+    case DType::Float32:
+      return *host.data<float>();
+    case DType::Float64:
+      return *host.data<double>();
+    case DType::Int64:
+      return static_cast<double>(*host.data<int64_t>());
   }
   return 0;
 }

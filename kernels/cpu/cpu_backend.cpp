@@ -44,20 +44,24 @@ void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T be
   ConstMatMap<T> B(b, kTb ? n : k, kTb ? k : n);
   Eigen::Map<RowMatrix<T>> C(c, m, n);
   auto rows_of_a = [&](int64_t lo, int64_t len) {
-    if constexpr (kTa) return A.middleCols(lo, len).transpose();
-    else return A.middleRows(lo, len);
+    if constexpr (kTa)
+      return A.middleCols(lo, len).transpose();
+    else
+      return A.middleRows(lo, len);
   };
   auto cols_of_b = [&](int64_t lo, int64_t len) {
-    if constexpr (kTb) return B.middleRows(lo, len).transpose();
-    else return B.middleCols(lo, len);
+    if constexpr (kTb)
+      return B.middleRows(lo, len).transpose();
+    else
+      return B.middleCols(lo, len);
   };
   ThreadPool& pool = ThreadPool::global();
   const bool split_rows = m > n;
   const int64_t extent = split_rows ? m : n;
-  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const int64_t blocks = flops < kParallelGemmFlops
-                             ? 1
-                             : std::min<int64_t>(pool.size(), extent / kGemmGrain);
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const int64_t blocks =
+      flops < kParallelGemmFlops ? 1 : std::min<int64_t>(pool.size(), extent / kGemmGrain);
   if (blocks <= 1) {
     gemm_block(rows_of_a(0, m), cols_of_b(0, n), C, alpha, beta);
     return;
@@ -66,18 +70,24 @@ void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T be
   pool.run(static_cast<int>(blocks), [&](int i) {
     const int64_t lo = i * step, len = std::min(extent, lo + step) - lo;
     if (len <= 0) return;
-    if (split_rows) gemm_block(rows_of_a(lo, len), cols_of_b(0, n), C.middleRows(lo, len), alpha, beta);
-    else gemm_block(rows_of_a(0, m), cols_of_b(lo, len), C.middleCols(lo, len), alpha, beta);
+    if (split_rows)
+      gemm_block(rows_of_a(lo, len), cols_of_b(0, n), C.middleRows(lo, len), alpha, beta);
+    else
+      gemm_block(rows_of_a(0, m), cols_of_b(lo, len), C.middleCols(lo, len), alpha, beta);
   });
 }
 
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b,
           T beta, T* c) {
-  if (ta && tb) gemm<T, true, true>(m, n, k, alpha, a, b, beta, c);
-  else if (ta) gemm<T, true, false>(m, n, k, alpha, a, b, beta, c);
-  else if (tb) gemm<T, false, true>(m, n, k, alpha, a, b, beta, c);
-  else gemm<T, false, false>(m, n, k, alpha, a, b, beta, c);
+  if (ta && tb)
+    gemm<T, true, true>(m, n, k, alpha, a, b, beta, c);
+  else if (ta)
+    gemm<T, true, false>(m, n, k, alpha, a, b, beta, c);
+  else if (tb)
+    gemm<T, false, true>(m, n, k, alpha, a, b, beta, c);
+  else
+    gemm<T, false, false>(m, n, k, alpha, a, b, beta, c);
 }
 
 template <typename T>
@@ -87,9 +97,18 @@ void binary(Binary op, Broadcast bc, int64_t rows, int64_t cols, const T* a, con
     const T* br = bc == Broadcast::RowB ? b : b + r * cols;
     T* o = out + r * cols;
     switch (op) {
-      case Binary::Add: for (int64_t c = 0; c < cols; ++c) o[c] = ar[c] + br[c]; break;
-      case Binary::Sub: for (int64_t c = 0; c < cols; ++c) o[c] = ar[c] - br[c]; break;
-      case Binary::Mul: for (int64_t c = 0; c < cols; ++c) o[c] = ar[c] * br[c]; break;
+      case Binary::Add:
+        for (int64_t c = 0; c < cols; ++c)
+          o[c] = ar[c] + br[c];
+        break;
+      case Binary::Sub:
+        for (int64_t c = 0; c < cols; ++c)
+          o[c] = ar[c] - br[c];
+        break;
+      case Binary::Mul:
+        for (int64_t c = 0; c < cols; ++c)
+          o[c] = ar[c] * br[c];
+        break;
     }
   }
 }
@@ -97,19 +116,28 @@ void binary(Binary op, Broadcast bc, int64_t rows, int64_t cols, const T* a, con
 template <typename T>
 void axpby(int64_t n, T alpha, const T* x, T beta, T* y) {
   if (beta == T(0)) {
-    for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = alpha * x[i];
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i] + beta * y[i];
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = alpha * x[i] + beta * y[i];
   }
 }
 
 template <typename T>
 void unary_forward(Unary f, int64_t n, const T* x, T* y) {
   switch (f) {
-    case Unary::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0); break;
-    case Unary::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+    case Unary::Relu:
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = x[i] > T(0) ? x[i] : T(0);
+      break;
+    case Unary::Tanh:
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = std::tanh(x[i]);
+      break;
     case Unary::Sigmoid:
-      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = T(1) / (T(1) + std::exp(-x[i]));
       break;
   }
 }
@@ -117,10 +145,17 @@ void unary_forward(Unary f, int64_t n, const T* x, T* y) {
 template <typename T>
 void unary_backward(Unary f, int64_t n, const T* y, const T* dy, T* dx) {
   switch (f) {
-    case Unary::Relu: for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0); break;
-    case Unary::Tanh: for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]); break;
+    case Unary::Relu:
+      for (int64_t i = 0; i < n; ++i)
+        dx[i] = y[i] > T(0) ? dy[i] : T(0);
+      break;
+    case Unary::Tanh:
+      for (int64_t i = 0; i < n; ++i)
+        dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+      break;
     case Unary::Sigmoid:
-      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+      for (int64_t i = 0; i < n; ++i)
+        dx[i] = dy[i] * y[i] * (T(1) - y[i]);
       break;
   }
 }
@@ -129,13 +164,13 @@ template <typename T>
 void bias_relu(int64_t rows, int64_t cols, const T* bias, T* y) {
   for (int64_t r = 0; r < rows; ++r) {
     T* yr = y + r * cols;
-    for (int64_t c = 0; c < cols; ++c) yr[c] = std::max(yr[c] + bias[c], T(0));
+    for (int64_t c = 0; c < cols; ++c)
+      yr[c] = std::max(yr[c] + bias[c], T(0));
   }
 }
 
 template <typename T>
-void reduce_sum(int64_t outer, int64_t reduce, int64_t inner, T scale, const T* x, T beta,
-                T* out) {
+void reduce_sum(int64_t outer, int64_t reduce, int64_t inner, T scale, const T* x, T beta, T* out) {
   // Accumulate in double for float too: sums over a batch must not drift with its size.
   std::vector<double> acc(static_cast<size_t>(inner));
   for (int64_t o = 0; o < outer; ++o) {
@@ -143,7 +178,8 @@ void reduce_sum(int64_t outer, int64_t reduce, int64_t inner, T scale, const T* 
     const T* xo = x + o * reduce * inner;
     for (int64_t r = 0; r < reduce; ++r) {
       const T* row = xo + r * inner;
-      for (int64_t i = 0; i < inner; ++i) acc[i] += row[i];
+      for (int64_t i = 0; i < inner; ++i)
+        acc[i] += row[i];
     }
     T* oo = out + o * inner;
     for (int64_t i = 0; i < inner; ++i) {
@@ -158,7 +194,8 @@ void expand(int64_t outer, int64_t reduce, int64_t inner, T scale, const T* g, T
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t r = 0; r < reduce; ++r) {
       T* row = out + (o * reduce + r) * inner;
-      for (int64_t i = 0; i < inner; ++i) row[i] = scale * g[o * inner + i];
+      for (int64_t i = 0; i < inner; ++i)
+        row[i] = scale * g[o * inner + i];
     }
 }
 
@@ -167,7 +204,8 @@ T row_logsumexp(const T* x, int64_t cols) {
   T mx = *std::max_element(x, x + cols);
   if (!std::isfinite(mx)) return mx;  // -inf or nan rows propagate honestly
   T s = 0;
-  for (int64_t c = 0; c < cols; ++c) s += std::exp(x[c] - mx);
+  for (int64_t c = 0; c < cols; ++c)
+    s += std::exp(x[c] - mx);
   return mx + std::log(s);
 }
 
@@ -175,7 +213,8 @@ template <typename T>
 void log_softmax_forward(int64_t rows, int64_t cols, const T* x, T* y) {
   for (int64_t r = 0; r < rows; ++r) {
     T lse = row_logsumexp(x + r * cols, cols);
-    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = x[r * cols + c] - lse;
+    for (int64_t c = 0; c < cols; ++c)
+      y[r * cols + c] = x[r * cols + c] - lse;
   }
 }
 
@@ -185,8 +224,10 @@ void log_softmax_backward(int64_t rows, int64_t cols, const T* y, const T* dy, T
     const T* yr = y + r * cols;
     const T* dyr = dy + r * cols;
     T s = 0;
-    for (int64_t c = 0; c < cols; ++c) s += dyr[c];
-    for (int64_t c = 0; c < cols; ++c) dx[r * cols + c] = dyr[c] - std::exp(yr[c]) * s;
+    for (int64_t c = 0; c < cols; ++c)
+      s += dyr[c];
+    for (int64_t c = 0; c < cols; ++c)
+      dx[r * cols + c] = dyr[c] - std::exp(yr[c]) * s;
   }
 }
 
@@ -216,7 +257,8 @@ void cross_entropy_backward(int64_t rows, int64_t cols, const T* x, const int64_
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     T* dr = dx + r * cols;
-    for (int64_t c = 0; c < cols; ++c) dr[c] = scale * std::exp(xr[c] - lse[r]);
+    for (int64_t c = 0; c < cols; ++c)
+      dr[c] = scale * std::exp(xr[c] - lse[r]);
     dr[labels[r]] -= scale;
   }
 }
@@ -235,7 +277,8 @@ void argmax(int64_t outer, int64_t reduce, int64_t inner, const T* x, int64_t* o
 
 template <typename T>
 void equal(int64_t n, const T* a, const T* b, int64_t* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] == b[i] ? 1 : 0;
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = a[i] == b[i] ? 1 : 0;
 }
 
 template <typename T>
@@ -244,7 +287,8 @@ void batch_norm_train(int64_t rows, int64_t cols, const T* x, const T* gamma, co
                       T* save_mean, T* save_invstd) {
   for (int64_t c = 0; c < cols; ++c) {
     double mean = 0, sq = 0;
-    for (int64_t r = 0; r < rows; ++r) mean += x[r * cols + c];
+    for (int64_t r = 0; r < rows; ++r)
+      mean += x[r * cols + c];
     mean /= static_cast<double>(rows);
     for (int64_t r = 0; r < rows; ++r) {
       double d = x[r * cols + c] - mean;
@@ -327,11 +371,14 @@ void sgd_update(int64_t n, T* p, const T* g, T* buf, const SGDParams& o) {
     T *pp = p + lo, *bb = buf ? buf + lo : nullptr;
     const T* gg = g + lo;
     if (mom == T(0)) {
-      for (int64_t i = 0; i < len; ++i) pp[i] -= lr * (gg[i] + wd * pp[i]);
+      for (int64_t i = 0; i < len; ++i)
+        pp[i] -= lr * (gg[i] + wd * pp[i]);
     } else if (o.first_step) {
-      (o.nesterov ? sgd_momentum<T, true, true> : sgd_momentum<T, false, true>)(len, pp, gg, bb, lr, wd, mom, damp);
+      (o.nesterov ? sgd_momentum<T, true, true> : sgd_momentum<T, false, true>)(len, pp, gg, bb, lr,
+                                                                                wd, mom, damp);
     } else {
-      (o.nesterov ? sgd_momentum<T, true, false> : sgd_momentum<T, false, false>)(len, pp, gg, bb, lr, wd, mom, damp);
+      (o.nesterov ? sgd_momentum<T, true, false>
+                  : sgd_momentum<T, false, false>)(len, pp, gg, bb, lr, wd, mom, damp);
     }
   });
 }
@@ -356,9 +403,14 @@ void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const AdamParams& o) {
 template <typename Fn>
 void dispatch_float(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    case DType::Float32: fn(static_cast<float*>(nullptr)); return;
-    case DType::Float64: fn(static_cast<double*>(nullptr)); return;
-    case DType::Int64: break;
+    case DType::Float32:
+      fn(static_cast<float*>(nullptr));
+      return;
+    case DType::Float64:
+      fn(static_cast<double*>(nullptr));
+      return;
+    case DType::Int64:
+      break;
   }
   throw DTypeError(std::string(op) + ": int64 is not supported, expected float32 or float64");
 }
@@ -409,8 +461,8 @@ class CpuBackend final : public Backend {
                   static_cast<const char*>(src) + r * src_ld * item, row_bytes);
   }
 
-  void gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
-            const void* a, const void* b, double beta, void* c) override {
+  void gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void* a,
+            const void* b, double beta, void* c) override {
     ++stats_.gemm_calls;
     dispatch_float(t, "gemm", [&]<typename T>(T*) {
       kernels::gemm<T>(ta, tb, m, n, k, T(alpha), CLARENA_CTYPED(a), CLARENA_CTYPED(b), T(beta),
@@ -508,7 +560,8 @@ class CpuBackend final : public Backend {
   }
   int64_t count_equal(int64_t n, const int64_t* a, const int64_t* b) override {
     int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) count += a[i] == b[i];
+    for (int64_t i = 0; i < n; ++i)
+      count += a[i] == b[i];
     return count;
   }
 
@@ -517,10 +570,9 @@ class CpuBackend final : public Backend {
                         void* running_var, void* y, void* save_mean, void* save_invstd) override {
     dispatch_float(t, "batch_norm", [&]<typename T>(T*) {
       kernels::batch_norm_train<T>(rows, cols, CLARENA_CTYPED(x), CLARENA_CTYPED(gamma),
-                                   CLARENA_CTYPED(beta), eps, momentum,
-                                   CLARENA_TYPED(running_mean), CLARENA_TYPED(running_var),
-                                   CLARENA_TYPED(y), CLARENA_TYPED(save_mean),
-                                   CLARENA_TYPED(save_invstd));
+                                   CLARENA_CTYPED(beta), eps, momentum, CLARENA_TYPED(running_mean),
+                                   CLARENA_TYPED(running_var), CLARENA_TYPED(y),
+                                   CLARENA_TYPED(save_mean), CLARENA_TYPED(save_invstd));
     });
   }
   void batch_norm_eval(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
@@ -533,13 +585,13 @@ class CpuBackend final : public Backend {
     });
   }
   void batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                           const void* save_mean, const void* save_invstd, const void* dy,
-                           void* dx, void* dgamma, void* dbeta) override {
+                           const void* save_mean, const void* save_invstd, const void* dy, void* dx,
+                           void* dgamma, void* dbeta) override {
     dispatch_float(t, "batch_norm_backward", [&]<typename T>(T*) {
       kernels::batch_norm_backward<T>(rows, cols, CLARENA_CTYPED(x), CLARENA_CTYPED(gamma),
                                       CLARENA_CTYPED(save_mean), CLARENA_CTYPED(save_invstd),
-                                      CLARENA_CTYPED(dy), CLARENA_TYPED(dx),
-                                      CLARENA_TYPED(dgamma), CLARENA_TYPED(dbeta));
+                                      CLARENA_CTYPED(dy), CLARENA_TYPED(dx), CLARENA_TYPED(dgamma),
+                                      CLARENA_TYPED(dbeta));
     });
   }
 
@@ -553,8 +605,8 @@ class CpuBackend final : public Backend {
   void adam_update(DType t, int64_t n, void* param, const void* grad, void* exp_avg,
                    void* exp_avg_sq, const AdamParams& o) override {
     dispatch_float(t, "adam", [&]<typename T>(T*) {
-      kernels::adam_update<T>(n, CLARENA_TYPED(param), CLARENA_CTYPED(grad),
-                              CLARENA_TYPED(exp_avg), CLARENA_TYPED(exp_avg_sq), o);
+      kernels::adam_update<T>(n, CLARENA_TYPED(param), CLARENA_CTYPED(grad), CLARENA_TYPED(exp_avg),
+                              CLARENA_TYPED(exp_avg_sq), o);
     });
   }
 };

@@ -6,11 +6,14 @@
 namespace clarena::kernels {
 namespace {
 constexpr auto kPollBeforeSleep = std::chrono::microseconds(200);
-uint32_t generation_of(uint64_t state) { return static_cast<uint32_t>(state >> 32); }
+uint32_t generation_of(uint64_t state) {
+  return static_cast<uint32_t>(state >> 32);
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  for (int i = 1; i < threads; ++i)
+    workers_.emplace_back([this] { work(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -19,7 +22,8 @@ ThreadPool::~ThreadPool() {
     stop_ = true;
   }
   wake_.notify_all();
-  for (auto& w : workers_) w.join();
+  for (auto& w : workers_)
+    w.join();
 }
 
 void ThreadPool::drain(uint32_t generation) {
@@ -36,7 +40,8 @@ void ThreadPool::drain(uint32_t generation) {
 
 void ThreadPool::run(int n, const std::function<void(int)>& task) {
   if (workers_.empty() || n <= 1) {
-    for (int i = 0; i < n; ++i) task(i);
+    for (int i = 0; i < n; ++i)
+      task(i);
     return;
   }
   const uint32_t generation = generation_of(state_.load()) + 1;
@@ -47,7 +52,8 @@ void ThreadPool::run(int n, const std::function<void(int)>& task) {
   { std::lock_guard lock(mutex_); }  // a worker about to sleep sees the new state or the notify
   wake_.notify_all();
   drain(generation);
-  while (finished_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  while (finished_.load(std::memory_order_acquire) < n)
+    std::this_thread::yield();
 }
 
 void ThreadPool::work() {

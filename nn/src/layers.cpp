@@ -17,10 +17,16 @@ Linear::Linear(int64_t in_features, int64_t out_features, Generator& gen, bool b
   if (bias) bias_ = register_parameter("bias", Tensor::uniform({out_features}, -bound, bound, gen));
 }
 
-Tensor Linear::forward(const Tensor& x) { return linear(x, weight_, bias_); }
-Tensor Linear::forward_relu(const Tensor& x) { return linear_relu(x, weight_, bias_); }
+Tensor Linear::forward(const Tensor& x) {
+  return linear(x, weight_, bias_);
+}
+Tensor Linear::forward_relu(const Tensor& x) {
+  return linear_relu(x, weight_, bias_);
+}
 
-Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+Tensor ReLU::forward(const Tensor& x) {
+  return relu(x);
+}
 
 BatchNorm1d::BatchNorm1d(int64_t num_features, double eps, double momentum)
     : eps_(eps), momentum_(momentum) {
@@ -31,12 +37,12 @@ BatchNorm1d::BatchNorm1d(int64_t num_features, double eps, double momentum)
 }
 
 Tensor BatchNorm1d::forward(const Tensor& x) {
-  return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_,
-                    eps_);
+  return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_);
 }
 
 Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
-  for (auto& m : modules) push_back(std::move(m));
+  for (auto& m : modules)
+    push_back(std::move(m));
 }
 
 void Sequential::push_back(std::shared_ptr<Module> module) {
@@ -45,7 +51,8 @@ void Sequential::push_back(std::shared_ptr<Module> module) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& [name, child] : children()) h = child->forward(h);
+  for (auto& [name, child] : children())
+    h = child->forward(h);
   return h;
 }
 
@@ -57,8 +64,8 @@ MLP::MLP(int64_t input_dim, std::vector<int64_t> hidden_dims, Generator& gen, ML
     throw ValueError("MLP: unknown activation '" + options_.activation +
                      "', expected relu, tanh, sigmoid or none");
   auto fc = register_module("fc", std::make_shared<Sequential>());
-  auto fc_bn = options_.batch_norm ? register_module("fc_bn", std::make_shared<Sequential>())
-                                   : nullptr;
+  auto fc_bn =
+      options_.batch_norm ? register_module("fc_bn", std::make_shared<Sequential>()) : nullptr;
   int64_t width = input_dim;
   for (int64_t hidden : hidden_dims_) {
     fc_.push_back(std::make_shared<Linear>(width, hidden, gen));

@@ -20,7 +20,8 @@ Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
 }
 
 void Optimizer::zero_grad() {
-  for (Tensor& p : params_) p.zero_grad();
+  for (Tensor& p : params_)
+    p.zero_grad();
 }
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
@@ -38,7 +39,7 @@ void SGD::step() {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    kernels::SGDParams k{options_.lr, options_.momentum, options_.dampening,
+    kernels::SGDParams k{options_.lr,           options_.momentum, options_.dampening,
                          options_.weight_decay, options_.nesterov, false};
     if (options_.momentum != 0 && !momentum_[i].defined()) {
       momentum_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
@@ -74,8 +75,8 @@ void Adam::step() {
       exp_avg_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       exp_avg_sq_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
     }
-    kernels::AdamParams k{options_.lr, options_.beta1, options_.beta2, options_.eps,
-                          options_.weight_decay, ++steps_[i]};
+    kernels::AdamParams k{options_.lr,  options_.beta1,        options_.beta2,
+                          options_.eps, options_.weight_decay, ++steps_[i]};
     kernels::backend_for(p.device())
         .adam_update(p.dtype(), p.numel(), p.raw(), g.raw(), exp_avg_[i].raw(),
                      exp_avg_sq_[i].raw(), k);

@@ -13,7 +13,8 @@ constexpr uint32_t kVersion = 1;
 
 uint64_t fnv1a(const std::string& bytes) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  for (unsigned char c : bytes)
+    h = (h ^ c) * 0x100000001b3ull;
   return h;
 }
 
@@ -25,7 +26,8 @@ void put(std::string& out, T value) {
 /// Reads from an in-memory file, naming the file and offset on a short read.
 class Reader {
  public:
-  Reader(const std::string& bytes, const std::filesystem::path& file) : bytes_(bytes), file_(file) {}
+  Reader(const std::string& bytes, const std::filesystem::path& file)
+      : bytes_(bytes), file_(file) {}
   template <typename T>
   T get(const char* what) {
     T value;
@@ -61,7 +63,8 @@ void save_tensors(const NamedTensors& tensors, const std::filesystem::path& file
     out += name;
     put<uint8_t>(out, static_cast<uint8_t>(tensor.dtype()));
     put<uint32_t>(out, static_cast<uint32_t>(tensor.dim()));
-    for (int64_t d : tensor.shape()) put<int64_t>(out, d);
+    for (int64_t d : tensor.shape())
+      put<int64_t>(out, d);
     Tensor host = tensor.to(Device::cpu());
     out.append(static_cast<const char*>(host.raw()), host.nbytes());
   }
@@ -78,12 +81,14 @@ void save_tensors(const NamedTensors& tensors, const std::filesystem::path& file
   }
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
-  if (ec) throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
+  if (ec)
+    throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
 }
 
 NamedTensors load_tensors(const std::filesystem::path& file) {
   std::ifstream f(file, std::ios::binary);
-  if (!f) throw IOError("cannot open parameter file " + file.string() + ": no such file or unreadable");
+  if (!f)
+    throw IOError("cannot open parameter file " + file.string() + ": no such file or unreadable");
   const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   Reader in(bytes, file);
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
@@ -121,7 +126,8 @@ NamedTensors load_tensors(const std::filesystem::path& file) {
 
 void save(const Module& module, const std::filesystem::path& file) {
   NamedTensors all = module.named_parameters();
-  for (auto& entry : module.named_buffers()) all.push_back(entry);
+  for (auto& entry : module.named_buffers())
+    all.push_back(entry);
   save_tensors(all, file);
 }
 
@@ -129,7 +135,8 @@ void load(Module& module, const std::filesystem::path& file) {
   NamedTensors loaded = load_tensors(file);
   std::map<std::string, Tensor> by_name(loaded.begin(), loaded.end());
   NamedTensors targets = module.named_parameters();
-  for (auto& entry : module.named_buffers()) targets.push_back(entry);
+  for (auto& entry : module.named_buffers())
+    targets.push_back(entry);
   // Check everything first, so that an error leaves the module untouched.
   if (by_name.size() != targets.size() || loaded.size() != targets.size())
     throw IOError("parameter file " + file.string() + " holds " + std::to_string(loaded.size()) +
@@ -139,10 +146,11 @@ void load(Module& module, const std::filesystem::path& file) {
     if (it == by_name.end())
       throw IOError("parameter file " + file.string() + " has no tensor named '" + name + "'");
     if (it->second.shape() != target.shape() || it->second.dtype() != target.dtype())
-      throw IOError("parameter file " + file.string() + ": '" + name + "' is " +
-                    it->second.str() + ", the module expects " + target.str());
+      throw IOError("parameter file " + file.string() + ": '" + name + "' is " + it->second.str() +
+                    ", the module expects " + target.str());
   }
-  for (auto& [name, target] : targets) target.copy_(by_name.at(name));
+  for (auto& [name, target] : targets)
+    target.copy_(by_name.at(name));
 }
 
 }  // namespace clarena::nn

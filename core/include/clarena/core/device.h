@@ -9,12 +9,17 @@ namespace clarena {
 
 enum class DType : uint8_t { Float32, Float64, Int64 };
 
-inline constexpr size_t itemsize(DType t) { return t == DType::Float32 ? 4 : 8; }
+inline constexpr size_t itemsize(DType t) {
+  return t == DType::Float32 ? 4 : 8;
+}
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-    case DType::Int64: return "int64";
+    case DType::Float32:
+      return "float32";
+    case DType::Float64:
+      return "float64";
+    case DType::Int64:
+      return "int64";
   }
   return "?";
 }

@@ -29,7 +29,8 @@ class Generator {
   /// Fisher–Yates shuffle in place.
   template <typename T>
   void shuffle(std::vector<T>& v) {
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(below(i))]);
+    for (size_t i = v.size(); i > 1; --i)
+      std::swap(v[i - 1], v[static_cast<size_t>(below(i))]);
   }
 
   /// An independent seed for one stream of draws (`stream` tags its use, a and b index it),

@@ -75,8 +75,7 @@ class Backend {
   virtual void axpby(DType, int64_t n, double alpha, const void* x, double beta, void* y) = 0;
   virtual void unary_forward(Unary, DType, int64_t n, const void* x, void* y) = 0;
   /// dx = dy * f'(x), written from the forward's output y (all three functions allow it).
-  virtual void unary_backward(Unary, DType, int64_t n, const void* y, const void* dy,
-                              void* dx) = 0;
+  virtual void unary_backward(Unary, DType, int64_t n, const void* y, const void* dy, void* dx) = 0;
   /// y = relu(y + bias) over [rows, cols] in one pass (a linear layer's epilogue).
   virtual void bias_relu(DType, int64_t rows, int64_t cols, const void* bias, void* y) = 0;
 
@@ -89,8 +88,7 @@ class Backend {
                       const void* g, void* out) = 0;
 
   // --- softmax family over the rows of [rows, cols] --------------------------------------
-  virtual void log_softmax_forward(DType, int64_t rows, int64_t cols, const void* x,
-                                   void* y) = 0;
+  virtual void log_softmax_forward(DType, int64_t rows, int64_t cols, const void* x, void* y) = 0;
   /// dx = dy - exp(y) * sum(dy) per row.
   virtual void log_softmax_backward(DType, int64_t rows, int64_t cols, const void* y,
                                     const void* dy, void* dx) = 0;
@@ -100,8 +98,8 @@ class Backend {
                                      const int64_t* labels, void* lse, void* loss) = 0;
   /// dlogits = grad_loss[0] / rows * (softmax(x) - onehot(label)); grad_loss lives on device.
   virtual void cross_entropy_backward(DType, int64_t rows, int64_t cols, const void* logits,
-                                      const int64_t* labels, const void* lse,
-                                      const void* grad_loss, void* dlogits) = 0;
+                                      const int64_t* labels, const void* lse, const void* grad_loss,
+                                      void* dlogits) = 0;
 
   // --- classification -----------------------------------------------------------------
   /// out[r] = index of the first maximum of row r (of [outer, reduce, inner], along reduce).
@@ -115,18 +113,17 @@ class Backend {
   // --- batch norm over the rows of [rows, cols], per column -------------------------------
   /// Training mode: batch statistics; saves mean and 1/sqrt(var+eps) per column and updates
   /// the running statistics (unbiased variance) with the given momentum.
-  virtual void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x,
-                                const void* gamma, const void* beta, double eps, double momentum,
-                                void* running_mean, void* running_var, void* y, void* save_mean,
-                                void* save_invstd) = 0;
-  virtual void batch_norm_eval(DType, int64_t rows, int64_t cols, const void* x,
-                               const void* gamma, const void* beta, const void* running_mean,
-                               const void* running_var, double eps, void* y) = 0;
+  virtual void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
+                                const void* beta, double eps, double momentum, void* running_mean,
+                                void* running_var, void* y, void* save_mean, void* save_invstd) = 0;
+  virtual void batch_norm_eval(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
+                               const void* beta, const void* running_mean, const void* running_var,
+                               double eps, void* y) = 0;
   /// Any of dx, dgamma, dbeta may be null when that gradient is not needed.
   virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, const void* x,
                                    const void* gamma, const void* save_mean,
-                                   const void* save_invstd, const void* dy, void* dx,
-                                   void* dgamma, void* dbeta) = 0;
+                                   const void* save_invstd, const void* dy, void* dx, void* dgamma,
+                                   void* dbeta) = 0;
 
   // --- optimizers, fused over one parameter ----------------------------------------------
   /// momentum_buf may be null when momentum == 0.
