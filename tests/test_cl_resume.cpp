@@ -2,7 +2,10 @@
 // missing or corrupted checkpoints are refused; evaluate_checkpoint reproduces the last row.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <ostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,6 +34,10 @@ struct ResumeCase {
   std::string name, algorithm, scenario;
   bool batch_norm;
 };
+
+void PrintTo(const ResumeCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class ResumeTest : public ::testing::TestWithParam<ResumeCase> {
  protected:

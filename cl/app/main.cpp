@@ -23,8 +23,10 @@ ExperimentConfig resolve_config(const std::vector<std::string>& args) {
   ExperimentConfig cfg;
   for (const std::string& arg : args) {
     const bool is_yaml = arg.ends_with(".yaml") || arg.ends_with(".yml");
-    if (is_yaml && arg.find('=') == std::string::npos) cfg = load_config(arg);
-    else if (arg.find('=') != std::string::npos) apply_override(cfg, arg);
+    if (is_yaml && arg.find('=') == std::string::npos)
+      cfg = load_config(arg);
+    else if (arg.find('=') != std::string::npos)
+      apply_override(cfg, arg);
     else
       throw ConfigError("argument `" + arg +
                         "` is neither a .yaml config file nor a key=value override; "
@@ -36,19 +38,24 @@ ExperimentConfig resolve_config(const std::vector<std::string>& args) {
 
 void print_summary(const std::vector<RunResult>& runs) {
   std::printf("\n%-24s", "summary");
-  for (const auto& r : runs) std::printf("%14s", r.algorithm.c_str());
+  for (const auto& r : runs)
+    std::printf("%14s", r.algorithm.c_str());
   auto row = [&](const char* name, auto value) {
     std::printf("\n%-24s", name);
-    for (const auto& r : runs) std::printf("%14.4f", value(r));
+    for (const auto& r : runs)
+      std::printf("%14.4f", value(r));
   };
   auto last = [](const RunResult& r) { return r.accuracy.trained_tasks(); };
-  row("average accuracy", [&](const RunResult& r) { return average_accuracy(r.accuracy, last(r)); });
-  row("backward transfer", [&](const RunResult& r) { return backward_transfer(r.accuracy, last(r)); });
+  row("average accuracy",
+      [&](const RunResult& r) { return average_accuracy(r.accuracy, last(r)); });
+  row("backward transfer",
+      [&](const RunResult& r) { return backward_transfer(r.accuracy, last(r)); });
   row("forgetting", [&](const RunResult& r) { return average_forgetting(r.accuracy, last(r)); });
   row("backward ms/step, t=1", [](const RunResult& r) { return r.costs.front().backward_ms; });
   row("backward ms/step, t>1", [](const RunResult& r) {
     double sum = 0;
-    for (size_t i = 1; i < r.costs.size(); ++i) sum += r.costs[i].backward_ms;
+    for (size_t i = 1; i < r.costs.size(); ++i)
+      sum += r.costs[i].backward_ms;
     return r.costs.size() > 1 ? sum / static_cast<double>(r.costs.size() - 1) : 0.0;
   });
   row("graph nodes/step, t>1", [](const RunResult& r) { return r.costs.back().nodes_per_step; });
@@ -69,7 +76,8 @@ int run_compare(ExperimentConfig cfg) {
   std::vector<Series> curves;
   for (const auto& r : runs) {
     std::vector<double> avg;
-    for (int t = 1; t <= r.accuracy.trained_tasks(); ++t) avg.push_back(average_accuracy(r.accuracy, t));
+    for (int t = 1; t <= r.accuracy.trained_tasks(); ++t)
+      avg.push_back(average_accuracy(r.accuracy, t));
     curves.emplace_back(r.algorithm, avg);
   }
   write_curve_svg(root / "average_accuracy.svg", curves, "Finetuning vs Fix", "after training task",
@@ -81,8 +89,9 @@ int run_compare(ExperimentConfig cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"clarena: continual learning (Finetuning, Fix, ...) on a from-scratch C++ engine.\n"
-               "Without a command it runs the built-in default: `compare` on Split Fashion-MNIST."};
+  CLI::App app{
+      "clarena: continual learning (Finetuning, Fix, ...) on a from-scratch C++ engine.\n"
+      "Without a command it runs the built-in default: `compare` on Split Fashion-MNIST."};
   app.footer("SETTINGS (key=value after the config file):\n" + settings_help());
   std::vector<std::string> args;
   auto* train = app.add_subcommand("train", "run one experiment: [config.yaml] [key=value ...]");

@@ -40,7 +40,9 @@ std::shared_ptr<nn::MLP> CLAlgorithm::make_backbone(uint64_t seed) const {
   return mlp;
 }
 
-nn::MLP& CLAlgorithm::backbone_for(int) { return *backbone_; }
+nn::MLP& CLAlgorithm::backbone_for(int) {
+  return *backbone_;
+}
 
 void CLAlgorithm::register_networks() {
   model_->add("backbone", backbone_);
@@ -76,7 +78,9 @@ std::vector<Tensor> CLAlgorithm::trainable_parameters() const {
   return out;
 }
 
-void CLAlgorithm::on_train_epoch_start() { model_->train(); }
+void CLAlgorithm::on_train_epoch_start() {
+  model_->train();
+}
 
 StepStats CLAlgorithm::training_step(const Batch& batch) {
   StepStats s;
@@ -139,16 +143,22 @@ void Independent::register_networks() {
 
 void Independent::setup_task(int task, int64_t num_classes) {
   // Earlier tasks' networks are done: freezing them keeps them out of the new optimizer.
-  for (auto& earlier : per_task_) earlier->requires_grad_(false);
-  for (int t = 1; t < task; ++t) heads_->head(t).requires_grad_(false);
+  for (auto& earlier : per_task_)
+    earlier->requires_grad_(false);
+  for (int t = 1; t < task; ++t)
+    heads_->head(t).requires_grad_(false);
   per_task_.push_back(make_backbone(Generator::derive(cfg_.seed, kBackboneStream, task)));
   backbones_->push_back(per_task_.back());
   CLAlgorithm::setup_task(task, num_classes);
 }
 
-nn::MLP& Independent::backbone_for(int task) { return *per_task_.at(static_cast<size_t>(task - 1)); }
+nn::MLP& Independent::backbone_for(int task) {
+  return *per_task_.at(static_cast<size_t>(task - 1));
+}
 
-StepStats Random::training_step(const Batch& batch) { return evaluation_step(batch, task_); }
+StepStats Random::training_step(const Batch& batch) {
+  return evaluation_step(batch, task_);
+}
 
 std::unique_ptr<CLAlgorithm> make_algorithm(const ExperimentConfig& cfg, int64_t input_dim) {
   const Device device = Device::parse(cfg.device);

@@ -200,8 +200,8 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int task, int epoch) 
   if (n < 0) throw ValueError("epoch_order: n must be >= 0, got " + std::to_string(n));
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  Generator rng(
-      Generator::derive(seed, kTagEpoch, static_cast<uint64_t>(task), static_cast<uint64_t>(epoch)));
+  Generator rng(Generator::derive(seed, kTagEpoch, static_cast<uint64_t>(task),
+                                  static_cast<uint64_t>(epoch)));
   rng.shuffle(order);
   return order;
 }

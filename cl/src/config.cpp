@@ -225,7 +225,9 @@ const std::vector<Field>& fields() {
                    "til: a head per task; cil: one head over all classes seen"),
       choice_field("algorithm", &C::algorithm, {"finetuning", "fix", "independent", "random"},
                    "CL algorithm"),
-      bool_field("freeze_heads", &C::freeze_heads, "Fix only: stop all training after task 1 (heads too), as CLArena's newest Fix does"),
+      bool_field(
+          "freeze_heads", &C::freeze_heads,
+          "Fix only: stop all training after task 1 (heads too), as CLArena's newest Fix does"),
       int_field<int>("epochs", &C::epochs, 1, 100000, "training epochs per task"),
       int_field<int>("batch_size", &C::batch_size, 1, 1 << 20, "mini-batch size"),
       choice_field("optimizer", &C::optimizer, {"sgd", "adam"}, "optimizer"),

@@ -48,10 +48,13 @@ CLBenchmark::CLBenchmark(const ExperimentConfig& cfg)
       return out;
     };
     std::vector<int64_t> pool = in_task(train_);
-    auto [train_pos, val_pos] = train_val_split(static_cast<int64_t>(pool.size()), cfg.val_fraction);
+    auto [train_pos, val_pos] =
+        train_val_split(static_cast<int64_t>(pool.size()), cfg.val_fraction);
     std::array<std::vector<int64_t>, 3> stages;
-    for (int64_t p : train_pos) stages[0].push_back(pool[p]);
-    for (int64_t p : val_pos) stages[1].push_back(pool[p]);
+    for (int64_t p : train_pos)
+      stages[0].push_back(pool[p]);
+    for (int64_t p : val_pos)
+      stages[1].push_back(pool[p]);
     stages[2] = in_task(test_);
     if (cfg.max_train_samples_per_task > 0 &&
         static_cast<int64_t>(stages[0].size()) > cfg.max_train_samples_per_task)
@@ -91,7 +94,8 @@ Batch CLBenchmark::batch(Stage stage, int task, std::span<const int64_t> which,
     const int64_t i = which[static_cast<size_t>(r)];
     const uint8_t* image = d.images.data() + i * pixels;
     float* out = xp + r * pixels;
-    for (int64_t k = 0; k < pixels; ++k) out[k] = image[perm ? perm[k] : k] * scale - shift;
+    for (int64_t k = 0; k < pixels; ++k)
+      out[k] = image[perm ? perm[k] : k] * scale - shift;
     yp[r] = train_label(task, d.labels[static_cast<size_t>(i)]);
   }
   return {x.to(device), y.to(device)};
@@ -106,8 +110,10 @@ nlohmann::json CLBenchmark::describe() const {
                      {"train", indices(Stage::Train, task).size()},
                      {"validation", indices(Stage::Validation, task).size()},
                      {"test", indices(Stage::Test, task).size()}};
-    if (permuted_) t["permutation_fnv1a64"] = hex(permutation_hash(permutations_[task - 1]));
-    else t["classes"] = split_.classes_per_task[static_cast<size_t>(task - 1)];
+    if (permuted_)
+      t["permutation_fnv1a64"] = hex(permutation_hash(permutations_[task - 1]));
+    else
+      t["classes"] = split_.classes_per_task[static_cast<size_t>(task - 1)];
     j["tasks"].push_back(t);
   }
   return j;

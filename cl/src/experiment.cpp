@@ -52,7 +52,8 @@ TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const Experimen
   for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
     algo.on_train_epoch_start();
     std::vector<int64_t> order = epoch_order(n, cfg.seed, task, epoch);
-    for (auto& i : order) i = train[static_cast<size_t>(i)];
+    for (auto& i : order)
+      i = train[static_cast<size_t>(i)];
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     for (int64_t step = 0; step < steps_per_epoch; ++step) {
@@ -79,8 +80,8 @@ TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const Experimen
     progress.epoch_done(curves.back());
   }
   const double steps = static_cast<double>(std::max<int64_t>(cost.steps, 1));
-  for (double* v : {&cost.forward_ms, &cost.backward_ms, &cost.optimizer_ms,
-                    &cost.nodes_per_step, &cost.saved_bytes_per_step})
+  for (double* v : {&cost.forward_ms, &cost.backward_ms, &cost.optimizer_ms, &cost.nodes_per_step,
+                    &cost.saved_bytes_per_step})
     *v /= steps;
   return cost;
 }
@@ -92,7 +93,8 @@ void write_results(const RunResult& r, int tasks_done) {
   write_costs_csv(r.output_dir / "costs.csv", r.costs);
   write_heatmap_svg(r.output_dir / "acc_heatmap.svg", r.accuracy, r.algorithm + ": accuracy");
   std::vector<double> average;
-  for (int t = 1; t <= tasks_done; ++t) average.push_back(average_accuracy(r.accuracy, t));
+  for (int t = 1; t <= tasks_done; ++t)
+    average.push_back(average_accuracy(r.accuracy, t));
   write_curve_svg(r.output_dir / "average_accuracy.svg", {{r.algorithm, average}},
                   r.algorithm + ": average accuracy", "after training task", "average accuracy");
 }
@@ -113,7 +115,8 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
   int first_task = 1;
   if (options.resume) {
     CheckpointState state = read_checkpoint_state(checkpoint);
-    for (int t = 1; t <= state.tasks_done; ++t) algo->setup_task(t, bench.num_classes(t));
+    for (int t = 1; t <= state.tasks_done; ++t)
+      algo->setup_task(t, bench.num_classes(t));
     nn::load(algo->model(), checkpoint / "model.params");
     result.accuracy = state.accuracy;
     result.costs = state.costs;
@@ -158,7 +161,8 @@ std::vector<double> evaluate_checkpoint(const fs::path& output_dir, std::ostream
   const Device device = Device::parse(cfg.device);
   CLBenchmark bench(cfg);
   auto algo = make_algorithm(cfg, bench.input_dim());
-  for (int t = 1; t <= state.tasks_done; ++t) algo->setup_task(t, bench.num_classes(t));
+  for (int t = 1; t <= state.tasks_done; ++t)
+    algo->setup_task(t, bench.num_classes(t));
   nn::load(algo->model(), checkpoint / "model.params");
   std::vector<double> accuracies;
   for (int t = 1; t <= state.tasks_done; ++t) {

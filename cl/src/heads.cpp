@@ -24,7 +24,8 @@ Tensor Heads::forward(const Tensor& features, int task) {
   if (scenario_ == Scenario::TIL) return head(task)(features);
   head(task);  // checks the task exists
   std::vector<Tensor> logits;
-  for (auto& h : heads_) logits.push_back((*h)(features));
+  for (auto& h : heads_)
+    logits.push_back((*h)(features));
   return logits.size() == 1 ? logits.front() : concat(logits, 1);
 }
 

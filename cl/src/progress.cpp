@@ -6,7 +6,10 @@
 namespace clarena::cl {
 
 Progress::Progress(std::ostream* out, std::string algorithm, int num_tasks, int epochs, bool live)
-    : out_(out), algorithm_(std::move(algorithm)), num_tasks_(num_tasks), epochs_(epochs),
+    : out_(out),
+      algorithm_(std::move(algorithm)),
+      num_tasks_(num_tasks),
+      epochs_(epochs),
       live_(live) {}
 
 void Progress::step(int task, int epoch, int64_t step, int64_t steps, double loss,
@@ -19,7 +22,8 @@ void Progress::step(int task, int epoch, int64_t step, int64_t steps, double los
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = steps_done_ / std::max(elapsed, 1e-9);
   // Steps left: the rest of this epoch, the remaining epochs and tasks at the same size.
-  const int64_t left = (steps - step) + steps * ((epochs_ - epoch) + int64_t(epochs_) * (num_tasks_ - task));
+  const int64_t left =
+      (steps - step) + steps * ((epochs_ - epoch) + int64_t(epochs_) * (num_tasks_ - task));
   char line[200];
   std::snprintf(line, sizeof(line),
                 "\r[%s] task %d/%d epoch %d/%d step %lld/%lld loss %.4f acc %.3f %.0f steps/s "

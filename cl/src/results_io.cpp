@@ -27,7 +27,8 @@ void write_text_atomic(const fs::path& file, const std::string& text) {
   }
   std::error_code ec;
   fs::rename(tmp, file, ec);
-  if (ec) throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
+  if (ec)
+    throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
 }
 
 void write_curves_csv(const fs::path& file, const std::vector<EpochRecord>& curves) {
@@ -69,7 +70,8 @@ void write_manifest(const fs::path& file, const ExperimentConfig& cfg,
 std::string config_yaml(const ExperimentConfig& cfg) {
   std::string out;
   const nlohmann::json settings = to_json(cfg);
-  for (const auto& [key, value] : settings.items()) out += key + ": " + value.dump() + "\n";
+  for (const auto& [key, value] : settings.items())
+    out += key + ": " + value.dump() + "\n";
   return out;
 }
 
@@ -86,7 +88,8 @@ nlohmann::json to_json(const AccuracyMatrix& m) {
   nlohmann::json rows = nlohmann::json::array();
   for (int i = 1; i <= m.trained_tasks(); ++i) {
     nlohmann::json row = nlohmann::json::array();
-    for (int j = 1; j <= i; ++j) row.push_back(m.at(i, j));
+    for (int j = 1; j <= i; ++j)
+      row.push_back(m.at(i, j));
     rows.push_back(row);
   }
   return rows;
@@ -94,7 +97,8 @@ nlohmann::json to_json(const AccuracyMatrix& m) {
 }  // namespace
 
 void write_checkpoint_state(const fs::path& dir, const CheckpointState& s) {
-  nlohmann::json j{{"config", to_json(s.config)}, {"tasks_done", s.tasks_done},
+  nlohmann::json j{{"config", to_json(s.config)},
+                   {"tasks_done", s.tasks_done},
                    {"accuracy", to_json(s.accuracy)}};
   for (const auto& c : s.costs)
     j["costs"].push_back({c.task, c.steps, c.forward_ms, c.backward_ms, c.optimizer_ms,
@@ -126,8 +130,8 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
                          c[3].get<double>(), c[4].get<double>(), c[5].get<double>(),
                          c[6].get<double>()});
     for (const auto& r : j.value("curves", nlohmann::json::array()))
-      s.curves.push_back({r[0].get<int>(), r[1].get<int>(), r[2].get<double>(),
-                          r[3].get<double>(), r[4].get<double>(), r[5].get<double>()});
+      s.curves.push_back({r[0].get<int>(), r[1].get<int>(), r[2].get<double>(), r[3].get<double>(),
+                          r[4].get<double>(), r[5].get<double>()});
     return s;
   } catch (const nlohmann::json::exception& e) {
     throw IOError("checkpoint state " + file.string() + " is malformed: " + e.what());

@@ -49,7 +49,7 @@ class CLBenchmark {
   IdxDataset train_, test_;
   double mean_ = 0, std_ = 1;
   SplitSpec split_;
-  std::vector<std::vector<int32_t>> permutations_;  // per task, Permuted only
+  std::vector<std::vector<int32_t>> permutations_;            // per task, Permuted only
   std::vector<std::array<std::vector<int64_t>, 3>> indices_;  // per task, per stage
 };
 

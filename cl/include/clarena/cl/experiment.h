@@ -36,8 +36,8 @@ struct RunResult {
 };
 
 struct RunOptions {
-  bool resume = false;       // continue from output_dir's last checkpoint
-  int stop_after_task = 0;   // > 0: stop once this task is checkpointed (tests use it)
+  bool resume = false;          // continue from output_dir's last checkpoint
+  int stop_after_task = 0;      // > 0: stop once this task is checkpointed (tests use it)
   std::ostream* log = nullptr;  // progress and tables; null: silent
 };
 
