@@ -55,6 +55,17 @@ void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T be
     else
       return B.middleCols(lo, len);
   };
+  if (k == 1) {
+    // An outer product (a weight gradient at batch 1): Eigen writes it in one pass, where the
+    // GEMM path would first zero C and then accumulate into it.
+    auto a_col = rows_of_a(0, m).col(0);
+    auto b_row = cols_of_b(0, n).row(0);
+    if (beta == T(0))
+      C.noalias() = (alpha * a_col) * b_row;
+    else
+      gemm_block(a_col, b_row, C, alpha, beta);
+    return;
+  }
   ThreadPool& pool = ThreadPool::global();
   const bool split_rows = m > n;
   const int64_t extent = split_rows ? m : n;
