@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -217,6 +218,10 @@ def main():
                    for who, rows in [("ours", ours), ("LibTorch", torch)] for m in ["trainable", "frozen"]}
     svg_lines(f"{a.plots}/bench_vs_libtorch.svg", "Default model: ms per step", series_time, "ms", log_y=True)
     L += ["", "## Plots", "", "![frozen/trainable](bench_frozen_ratio.svg)", "", "![ours vs LibTorch](bench_vs_libtorch.svg)", ""]
+    log = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimization_log.md")
+    if os.path.exists(log):
+        with open(log) as f:
+            L += ["", f.read()]
     with open(a.out, "w") as f:
         f.write("\n".join(L) + "\n")
 

@@ -198,6 +198,11 @@ struct Param {
   int64_t rows, cols;
 };
 
+// Readable parameters in test listings instead of gtest's byte dump.
+void PrintTo(const Param& p, std::ostream* out) {
+  *out << p.op << " [" << p.rows << ", " << p.cols << "]";
+}
+
 std::vector<Param> grid() {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {1, 7}, {3, 5}, {8, 13}};
   std::vector<Param> out;

@@ -116,23 +116,6 @@ Field bool_field(std::string key, Member<bool> m, std::string help) {
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
 }
 
-Field choice_field(std::string key, Member<std::string> m, std::vector<std::string> choices,
-                   std::string help) {
-  const std::string rule = join(choices, " | ");
-  auto check = [=](const ExperimentConfig& c) {
-    if (std::find(choices.begin(), choices.end(), c.*m) == choices.end()) {
-      refuse(key, "unknown value `" + c.*m + "`; valid choices: " + join(choices));
-    }
-  };
-  return {key,
-          "string",
-          rule,
-          help,
-          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); },
-          check,
-          [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
-}
-
 Field string_field(std::string key, Member<std::string> m, std::string rule, std::string help,
                    std::function<void(const ExperimentConfig&)> check) {
   return {key,
@@ -142,6 +125,17 @@ Field string_field(std::string key, Member<std::string> m, std::string rule, std
           [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); },
           check,
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
+}
+
+Field choice_field(std::string key, Member<std::string> m, std::vector<std::string> choices,
+                   std::string help) {
+  const std::string rule = join(choices, " | ");
+  auto check = [=](const ExperimentConfig& c) {
+    if (std::find(choices.begin(), choices.end(), c.*m) == choices.end()) {
+      refuse(key, "unknown value `" + c.*m + "`; valid choices: " + join(choices));
+    }
+  };
+  return string_field(key, m, rule, help, check);
 }
 
 Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, int64_t hi,

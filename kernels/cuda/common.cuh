@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../dispatch.h"
 #include "check.h"
 #include "clarena/core/errors.h"
 #include "ops.h"
@@ -30,23 +31,6 @@ inline unsigned grid_for(const Ctx& ctx, int64_t n, int block = kBlock) {
 inline void after_launch(const Ctx& ctx) {
   ++ctx.stats->kernel_launches;
   CLARENA_CUDA_CHECK(cudaGetLastError());
-}
-
-/// Calls fn with a typed null pointer selecting float or double; int64 throws DTypeError.
-template <typename Fn>
-void dispatch_float(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::Float32:
-      fn(static_cast<float*>(nullptr));
-      return;
-    case DType::Float64:
-      fn(static_cast<double*>(nullptr));
-      return;
-    case DType::Int64:
-      break;
-  }
-  throw DTypeError(std::string(op) +
-                   " (cuda): int64 is not supported, expected float32 or float64");
 }
 
 // --- math overloads --------------------------------------------------------------------------
