@@ -36,7 +36,7 @@ ExperimentConfig resolve_config(const std::vector<std::string>& args) {
   return cfg;
 }
 
-void print_summary(const std::vector<RunResult>& runs) {
+void print_summary(const std::vector<RunResult>& runs, const std::vector<double>& reference) {
   std::printf("\n%-24s", "summary");
   for (const auto& r : runs)
     std::printf("%14s", r.algorithm.c_str());
@@ -51,6 +51,9 @@ void print_summary(const std::vector<RunResult>& runs) {
   row("backward transfer",
       [&](const RunResult& r) { return backward_transfer(r.accuracy, last(r)); });
   row("forgetting", [&](const RunResult& r) { return average_forgetting(r.accuracy, last(r)); });
+  row("forward transfer", [&](const RunResult& r) {
+    return last(r) > 1 ? forward_transfer(r.accuracy, reference, last(r)) : 0.0;
+  });
   row("backward ms/step, t=1", [](const RunResult& r) { return r.costs.front().backward_ms; });
   row("backward ms/step, t>1", [](const RunResult& r) {
     double sum = 0;
@@ -63,16 +66,22 @@ void print_summary(const std::vector<RunResult>& runs) {
   std::printf("\n");
 }
 
+/// Finetuning and Fix with the same settings, then Independent as the reference their forward
+/// transfer is measured against (CLArena's definition); a summary side by side.
 int run_compare(ExperimentConfig cfg) {
   const auto root = resolved_output_dir(cfg, std::time(nullptr));
   std::vector<RunResult> runs;
-  for (const char* algorithm : {"finetuning", "fix"}) {
+  for (const char* algorithm : {"finetuning", "fix", "independent"}) {
     ExperimentConfig one = cfg;
     one.algorithm = algorithm;
     one.output_dir = (root / algorithm).string();
     runs.push_back(run_experiment(one, {.log = &std::cout}));
   }
-  print_summary(runs);
+  const std::vector<double> reference = diagonal(runs.back().accuracy);
+  runs.pop_back();
+  for (const auto& r : runs)
+    write_metrics(r.output_dir, r.accuracy, reference);
+  print_summary(runs, reference);
   std::vector<Series> curves;
   for (const auto& r : runs) {
     std::vector<double> avg;
@@ -96,7 +105,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args;
   auto* train = app.add_subcommand("train", "run one experiment: [config.yaml] [key=value ...]");
   train->add_option("args", args, "config file and overrides");
-  auto* compare = app.add_subcommand("compare", "run Finetuning then Fix with the same settings");
+  auto* compare = app.add_subcommand("compare",
+                                     "run Finetuning then Fix with the same settings (and "
+                                     "Independent, the reference for forward transfer)");
   compare->add_option("args", args, "config file and overrides");
   std::string dir;
   auto* resume = app.add_subcommand("resume", "continue a killed run from its last checkpoint");

@@ -88,7 +88,7 @@ TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const Experimen
 
 void write_results(const RunResult& r, int tasks_done) {
   write_acc_csv(r.output_dir / "acc.csv", r.accuracy);
-  write_text_atomic(r.output_dir / "metrics.json", metrics_json(r.accuracy).dump(2) + "\n");
+  write_metrics(r.output_dir, r.accuracy);
   write_curves_csv(r.output_dir / "curves.csv", r.curves);
   write_costs_csv(r.output_dir / "costs.csv", r.costs);
   write_heatmap_svg(r.output_dir / "acc_heatmap.svg", r.accuracy, r.algorithm + ": accuracy");
@@ -100,6 +100,12 @@ void write_results(const RunResult& r, int tasks_done) {
 }
 
 }  // namespace
+
+void write_metrics(const fs::path& output_dir, const AccuracyMatrix& accuracy,
+                   const std::optional<std::vector<double>>& reference_diagonal) {
+  write_text_atomic(output_dir / "metrics.json",
+                    metrics_json(accuracy, reference_diagonal).dump(2) + "\n");
+}
 
 RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options) {
   const auto wall_start = std::chrono::steady_clock::now();

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct RunOptions {
   int stop_after_task = 0;      // > 0: stop once this task is checkpointed (tests use it)
   std::ostream* log = nullptr;  // progress and tables; null: silent
 };
+
+/// (Re)writes output_dir/metrics.json; with the diagonal of a reference run (Independent, as
+/// CLArena uses) it includes forward transfer.
+void write_metrics(const std::filesystem::path& output_dir, const AccuracyMatrix& accuracy,
+                   const std::optional<std::vector<double>>& reference_diagonal = {});
 
 /// Runs one experiment (cfg must be validated). With resume, cfg comes from the checkpoint.
 RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options);
