@@ -1,0 +1,97 @@
+// CPU kernels: GEMM on Eigen, split over the thread pool.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+
+#include "thread_pool.h"
+
+namespace clarena::kernels::cpu {
+
+template <typename T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ConstMatMap = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned>;
+
+template <typename T, typename OpA, typename OpB, typename OutBlock>
+void gemm_block(const OpA& a, const OpB& b, OutBlock c, T alpha, T beta) {
+  if (beta == T(0)) {
+    c.noalias() = alpha * a * b;
+  } else {
+    if (beta != T(1)) c *= beta;
+    c.noalias() += alpha * a * b;
+  }
+}
+
+/// Products this small run on the calling thread: waking workers would cost more.
+constexpr double kParallelGemmFlops = 2e6;
+constexpr int64_t kGemmGrain = 16;  // split points stay on 16-element (one AVX-512 vector) bounds
+
+/// C = alpha op(A) op(B) + beta C with Eigen, the output split into column (or, for tall
+/// outputs, row) blocks that the thread pool computes side by side. Eigen itself stays
+/// single-threaded: one pool for the whole library, and no OpenMP teams spinning.
+template <typename T, bool kTa, bool kTb>
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T beta, T* c) {
+  ConstMatMap<T> A(a, kTa ? k : m, kTa ? m : k);
+  ConstMatMap<T> B(b, kTb ? n : k, kTb ? k : n);
+  Eigen::Map<RowMatrix<T>> C(c, m, n);
+  auto rows_of_a = [&](int64_t lo, int64_t len) {
+    if constexpr (kTa)
+      return A.middleCols(lo, len).transpose();
+    else
+      return A.middleRows(lo, len);
+  };
+  auto cols_of_b = [&](int64_t lo, int64_t len) {
+    if constexpr (kTb)
+      return B.middleRows(lo, len).transpose();
+    else
+      return B.middleCols(lo, len);
+  };
+  if (k == 1) {
+    // An outer product (a weight gradient at batch 1): Eigen writes it in one pass, where the
+    // GEMM path would first zero C and then accumulate into it.
+    auto a_col = rows_of_a(0, m).col(0);
+    auto b_row = cols_of_b(0, n).row(0);
+    if (beta == T(0))
+      C.noalias() = (alpha * a_col) * b_row;
+    else
+      gemm_block(a_col, b_row, C, alpha, beta);
+    return;
+  }
+  ThreadPool& pool = ThreadPool::global();
+  const bool split_rows = m > n;
+  const int64_t extent = split_rows ? m : n;
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const int64_t blocks =
+      flops < kParallelGemmFlops ? 1 : std::min<int64_t>(pool.size(), extent / kGemmGrain);
+  if (blocks <= 1) {
+    gemm_block(rows_of_a(0, m), cols_of_b(0, n), C, alpha, beta);
+    return;
+  }
+  const int64_t step = (extent / blocks + kGemmGrain - 1) / kGemmGrain * kGemmGrain;
+  pool.run(static_cast<int>(blocks), [&](int i) {
+    const int64_t lo = i * step, len = std::min(extent, lo + step) - lo;
+    if (len <= 0) return;
+    if (split_rows)
+      gemm_block(rows_of_a(lo, len), cols_of_b(0, n), C.middleRows(lo, len), alpha, beta);
+    else
+      gemm_block(rows_of_a(0, m), cols_of_b(lo, len), C.middleCols(lo, len), alpha, beta);
+  });
+}
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b,
+          T beta, T* c) {
+  if (ta && tb)
+    gemm<T, true, true>(m, n, k, alpha, a, b, beta, c);
+  else if (ta)
+    gemm<T, true, false>(m, n, k, alpha, a, b, beta, c);
+  else if (tb)
+    gemm<T, false, true>(m, n, k, alpha, a, b, beta, c);
+  else
+    gemm<T, false, false>(m, n, k, alpha, a, b, beta, c);
+}
+
+}  // namespace clarena::kernels::cpu
