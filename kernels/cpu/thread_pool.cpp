@@ -9,6 +9,14 @@ constexpr auto kPollBeforeSleep = std::chrono::microseconds(200);
 uint32_t generation_of(uint64_t state) {
   return static_cast<uint32_t>(state >> 32);
 }
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
@@ -61,7 +69,11 @@ void ThreadPool::work() {
   for (;;) {
     const auto poll_until = std::chrono::steady_clock::now() + kPollBeforeSleep;
     auto fresh = [&] { return generation_of(state_.load(std::memory_order_acquire)) != seen; };
-    while (!fresh() && !stop_ && std::chrono::steady_clock::now() < poll_until) {
+    // Poll with a pause instruction and read the clock rarely: a tight loop of clock reads
+    // would take execution resources from the thread doing the work on a sibling hyperthread.
+    for (int spins = 0; !fresh() && !stop_; ++spins) {
+      cpu_relax();
+      if (spins % 256 == 0 && std::chrono::steady_clock::now() >= poll_until) break;
     }
     if (!fresh() && !stop_) {
       std::unique_lock lock(mutex_);
