@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "clarena/kernels/backend.h"
+#include "clarena/kernels/cuda_backend.h"
 #include "step_model.h"
 
 namespace clarena::bench {
@@ -30,8 +31,19 @@ Tensor StepModel::step(double* backward_seconds) {
 
 namespace {
 
-void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Device device) {
+/// Where a row runs: a device, and for CUDA whether float32 GEMMs may use TF32 tensor cores.
+struct Target {
+  std::string name;
+  Device device;
+  bool tf32 = false;
+};
+
+void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Target target) {
   const int64_t batch = state.range(0);
+  const Device device = target.device;
+#ifdef CLARENA_HAS_CUDA
+  if (device.is_cuda()) kernels::set_tf32_enabled(target.tf32);
+#endif
   StepModel model(shape, batch, mode, device);
   auto& backend = kernels::backend_for(device);
   model.step();  // warm up: first-touch allocations, optimizer state
@@ -41,11 +53,8 @@ void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Devic
   backend.stats().peak_bytes_in_use = base_peak;
   double backward_seconds = 0, total_seconds = 0;
   for (auto _ : state) {
-    auto start = std::chrono::steady_clock::now();
-    model.step(&backward_seconds);
-    backend.synchronize();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // Device time: CUDA events on the GPU, a steady clock around synchronisations on the CPU.
+    const double seconds = backend.time_ms([&] { model.step(&backward_seconds); }) * 1e-3;
     total_seconds += seconds;
     state.SetIterationTime(seconds);
   }
@@ -62,20 +71,23 @@ void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Devic
 }
 
 void register_all() {
-  std::vector<Device> devices{Device::cpu()};
-  if (cuda_is_available()) devices.push_back(Device::cuda(0));
-  for (Device device : devices)
+  std::vector<Target> targets{{"cpu", Device::cpu()}};
+  if (cuda_is_available()) {
+    targets.push_back({"cuda", Device::cuda(0), false});
+    targets.push_back({"cuda_tf32", Device::cuda(0), true});
+  }
+  for (const Target& target : targets)
     for (const ModelShape& shape : model_shapes())
       for (Mode mode : {Mode::Trainable, Mode::Frozen, Mode::ForwardOnly}) {
-        const std::string name = "BM_Step/" + std::string(device.is_cpu() ? "cpu" : "cuda") + "/" +
-                                 shape.name + "/" + mode_name(mode);
-        auto* b = benchmark::RegisterBenchmark(name.c_str(), run_step, shape, mode, device);
+        const std::string name =
+            "BM_Step/" + target.name + "/" + shape.name + "/" + mode_name(mode);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), run_step, shape, mode, target);
         b->UseManualTime()->Unit(benchmark::kMicrosecond);
         // The GPU also runs batch 4096 (the size PyTorch eager is compared at); the CPU skips
         // the wide model at 2048 (over a second per trainable step).
+        const bool cpu = target.device.is_cpu();
         for (int64_t batch : {1, 32, 128, 512, 2048, 4096}) {
-          if (device.is_cpu() && (batch == 4096 || (shape.name == "wide" && batch == 2048)))
-            continue;
+          if (cpu && (batch == 4096 || (shape.name == "wide" && batch == 2048))) continue;
           b->Arg(batch);
         }
       }

@@ -1,6 +1,7 @@
 // Device → backend dispatch, and the device queries that depend on the build.
 #include "clarena/kernels/backend.h"
 
+#include <chrono>
 #include <string>
 
 #include "clarena/core/errors.h"
@@ -23,6 +24,15 @@ bool cuda_is_available() {
 }
 
 namespace kernels {
+
+double Backend::time_ms(const std::function<void()>& work) {
+  synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  work();
+  synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu_backend();

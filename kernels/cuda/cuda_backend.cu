@@ -304,6 +304,22 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     cuda::adam_update(ctx_, t, n, param, grad, exp_avg, exp_avg_sq, o);
   }
 
+  double time_ms(const std::function<void()>& work) override {
+    DeviceGuard guard(index_);
+    if (!timer_start_) {
+      CLARENA_CUDA_CHECK(cudaEventCreate(&timer_start_));
+      CLARENA_CUDA_CHECK(cudaEventCreate(&timer_stop_));
+    }
+    CLARENA_CUDA_CHECK(cudaEventRecord(timer_start_, stream_));
+    work();
+    CLARENA_CUDA_CHECK(cudaEventRecord(timer_stop_, stream_));
+    CLARENA_CUDA_CHECK(cudaEventSynchronize(timer_stop_));
+    raise_label_error();
+    float ms = 0;
+    CLARENA_CUDA_CHECK(cudaEventElapsedTime(&ms, timer_start_, timer_stop_));
+    return ms;
+  }
+
   // --- backend-specific -----------------------------------------------------------------------
   void empty_cache() {
     DeviceGuard guard(index_);
@@ -344,6 +360,7 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   int index_;
   cuda::CachingAllocator alloc_;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t timer_start_ = nullptr, timer_stop_ = nullptr;  // for time_ms, made on first use
   cublasHandle_t cublas_ = nullptr;
   bool cublas_tf32_ = false;
   void* cublas_ws_ = nullptr;

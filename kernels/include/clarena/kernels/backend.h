@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "clarena/core/device.h"
 
@@ -60,6 +61,9 @@ class Backend {
   virtual void copy_block(DType, int64_t rows, int64_t cols, const void* src, int64_t src_ld,
                           void* dst, int64_t dst_ld) = 0;
   virtual void synchronize() {}
+  /// Runs `work` (which launches kernels on this backend) and returns the device time it took,
+  /// in milliseconds: CUDA events on the GPU, a steady clock around synchronisations elsewhere.
+  virtual double time_ms(const std::function<void()>& work);
 
   // --- products -----------------------------------------------------------------------
   /// C[m,n] = alpha * op(A) op(B) + beta * C, row-major contiguous; op(A) is [m,k], op(B) [k,n].
