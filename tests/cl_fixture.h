@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "clarena/cl/config.h"
 #include "clarena/cl/idx.h"
+#include "clarena/core/random.h"
 
 namespace cl_fixture {
 
@@ -57,13 +57,13 @@ inline void write_synthetic_mnist(const fs::path& dir, int64_t train = 600, int6
   fs::create_directories(dir);
   constexpr int64_t pixels = kSide * kSide;
   constexpr int kSignalPixels = 40, kSignal = 45;
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> any_pixel(0, pixels - 1);
-  std::uniform_int_distribution<int> noise(0, 200);
+  clarena::Generator rng(seed);  // the library's own generator: the same data everywhere
+  auto any_pixel = [&] { return static_cast<size_t>(rng.below(pixels)); };
+  auto noise = [&] { return static_cast<int>(rng.below(201)); };
   std::vector<std::vector<int>> boost(kClasses, std::vector<int>(pixels, 0));
   for (auto& b : boost)
     for (int k = 0; k < kSignalPixels; ++k)
-      b[static_cast<size_t>(any_pixel(rng))] = kSignal;
+      b[any_pixel()] = kSignal;
 
   auto make = [&](const std::string& prefix, int64_t n) {
     std::vector<uint8_t> images(static_cast<size_t>(n * pixels)), labels(static_cast<size_t>(n));
@@ -72,7 +72,7 @@ inline void write_synthetic_mnist(const fs::path& dir, int64_t train = 600, int6
       labels[static_cast<size_t>(i)] = static_cast<uint8_t>(label);
       for (int64_t k = 0; k < pixels; ++k)
         images[static_cast<size_t>(i * pixels + k)] = static_cast<uint8_t>(
-            noise(rng) + boost[static_cast<size_t>(label)][static_cast<size_t>(k)]);
+            noise() + boost[static_cast<size_t>(label)][static_cast<size_t>(k)]);
     }
     clarena::cl::write_idx(dir / (prefix + "-images-idx3-ubyte"), {n, kSide, kSide}, images, false);
     clarena::cl::write_idx(dir / (prefix + "-labels-idx1-ubyte"), {n}, labels, false);
@@ -102,6 +102,12 @@ inline clarena::cl::ExperimentConfig synthetic_config(const fs::path& root) {
 inline std::string read_file(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Passes when `text` contains `part`; the failure shows both.
+inline ::testing::AssertionResult Has(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
 }
 
 }  // namespace cl_fixture

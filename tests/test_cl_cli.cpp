@@ -14,16 +14,12 @@
 #error "CLARENA_BIN (the path of the built clarena binary) must be defined"
 #endif
 
+using cl_fixture::Has;
 using cl_fixture::read_file;
 using cl_fixture::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-::testing::AssertionResult Has(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
-}
 
 std::string quote(const std::string& s) {
   std::string out = "'";

@@ -15,16 +15,12 @@
 
 using namespace clarena;
 using namespace clarena::cl;
+using cl_fixture::Has;
 using cl_fixture::read_file;
 using cl_fixture::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-::testing::AssertionResult Has(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
-}
 
 int64_t count_lines(const std::string& text) {
   return std::count(text.begin(), text.end(), '\n');
