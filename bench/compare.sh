@@ -9,9 +9,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # LibTorch must run on OpenBLAS (Debian's reference BLAS is ~40x slower): install and select it.
-if ! dpkg -s libtorch-dev libopenblas0-openmp >/dev/null 2>&1; then
+if ! dpkg -s libtorch-dev libopenblas0-openmp python3 >/dev/null 2>&1; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libtorch-dev libopenblas0-openmp >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libtorch-dev libopenblas0-openmp python3 >/dev/null
 fi
 bash bench/setup_openblas.sh
 bash .ci/setup
