@@ -19,7 +19,8 @@ TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
     const int n = 1 + job % 7;
     std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
     pool.run(n, [&](int i) { hits[static_cast<size_t>(i)].fetch_add(1); });
-    for (int i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "job " << job;
+    for (int i = 0; i < n; ++i)
+      ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "job " << job;
   }
 }
 
@@ -32,7 +33,7 @@ TEST(ThreadPool, SingleThreadRunsInline) {
 
 /// C = op(A) op(B) in double, the reference for the split GEMMs.
 std::vector<double> reference(const std::vector<float>& a, const std::vector<float>& b, bool ta,
-                               bool tb, int64_t m, int64_t n, int64_t k) {
+                              bool tb, int64_t m, int64_t n, int64_t k) {
   std::vector<double> c(static_cast<size_t>(m * n));
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
