@@ -29,7 +29,7 @@ Tensor CLModel::forward(const Tensor&) {
 CLAlgorithm::CLAlgorithm(const ExperimentConfig& cfg, int64_t input_dim, Device device)
     : cfg_(cfg), input_dim_(input_dim), device_(device), model_(std::make_shared<CLModel>()) {
   backbone_ = make_backbone(Generator::derive(cfg.seed, kBackboneStream, 0));
-  heads_ = std::make_shared<Heads>(scenario_from_string(cfg.scenario), cfg.hidden_dims.back());
+  heads_ = make_heads(scenario_from_string(cfg.scenario), cfg.hidden_dims.back());
 }
 
 std::shared_ptr<nn::MLP> CLAlgorithm::make_backbone(uint64_t seed) const {

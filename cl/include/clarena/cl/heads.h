@@ -29,4 +29,22 @@ class Heads : public nn::Module {
   std::vector<std::shared_ptr<nn::Linear>> heads_;
 };
 
+/// CLArena's HeadsTIL: a head per task, the task id picks it at test time.
+class HeadsTIL : public Heads {
+ public:
+  explicit HeadsTIL(int64_t input_dim) : Heads(Scenario::TIL, input_dim) {}
+};
+
+/// CLArena's HeadsCIL: a head per task, logits concatenated over every class seen so far.
+class HeadsCIL : public Heads {
+ public:
+  explicit HeadsCIL(int64_t input_dim) : Heads(Scenario::CIL, input_dim) {}
+};
+
+/// The heads of a scenario.
+inline std::shared_ptr<Heads> make_heads(Scenario scenario, int64_t input_dim) {
+  if (scenario == Scenario::TIL) return std::make_shared<HeadsTIL>(input_dim);
+  return std::make_shared<HeadsCIL>(input_dim);
+}
+
 }  // namespace clarena::cl
