@@ -1,9 +1,6 @@
 // The CPU backend: the Backend interface over the kernels of this folder (one header per op
 // family, each a template on the element type), dispatching on DType.
 #include <algorithm>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -21,25 +18,8 @@
 namespace clarena::kernels {
 namespace {
 
-/// glibc serves blocks past its (adaptive) mmap threshold with fresh pages and trims its heap
-/// top eagerly, so a training step that frees and re-allocates the same buffers every step
-/// paid page faults on some runs and not others (batch 1: 55 or 200 µs per step; batch 512:
-/// 2.0 or 3.3 ms, by malloc's history). Fixed thresholds keep those buffers in the heap,
-/// recycled hot; measured alternatives (our own size-keyed cache) were slower at batch 128.
-/// Left alone when the user tuned malloc (GLIBC_TUNABLES, MALLOC_*_ environment variables).
-void keep_buffers_in_the_heap() {
-#ifdef __GLIBC__
-  if (std::getenv("GLIBC_TUNABLES") || std::getenv("MALLOC_MMAP_THRESHOLD_") ||
-      std::getenv("MALLOC_TRIM_THRESHOLD_"))
-    return;
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-#endif
-}
-
 class CpuBackend final : public Backend {
  public:
-  CpuBackend() { keep_buffers_in_the_heap(); }
   Device device() const override { return Device::cpu(); }
 
   void* allocate(size_t bytes) override {

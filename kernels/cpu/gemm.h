@@ -24,12 +24,26 @@ void gemm_block(const OpA& a, const OpB& b, OutBlock c, T alpha, T beta) {
   }
 }
 
-/// Products this small run on the calling thread: waking workers would cost more.
+/// Products this small run as one Eigen call on the calling thread: waking workers would cost
+/// more.
 constexpr double kParallelGemmFlops = 2e6;
-constexpr int64_t kGemmGrain = 16;  // split points stay on 16-element (one AVX-512 vector) bounds
+constexpr int64_t kGemmGrain = 16;  // tile bounds stay on 16-element (one AVX-512 vector) bounds
+constexpr int64_t kMaxGemmTiles = 16;
+constexpr double kMinGemmTileFlops = 1e6;
 
-/// C = alpha op(A) op(B) + beta C with Eigen, the output split into column (or, for tall
-/// outputs, row) blocks that the thread pool computes side by side. Eigen itself stays
+/// The extent of one output tile (columns, or rows of a tall output). A function of the shape
+/// alone: every thread count makes the same Eigen call per tile, so the result has the same
+/// bits whether one thread computes all the tiles or sixteen share them.
+inline int64_t gemm_tile(int64_t extent, double flops) {
+  if (flops < kParallelGemmFlops) return extent;
+  const double flops_per_line = flops / static_cast<double>(extent);
+  const int64_t tile = std::max((extent + kMaxGemmTiles - 1) / kMaxGemmTiles,
+                                static_cast<int64_t>(kMinGemmTileFlops / flops_per_line) + 1);
+  return std::min(extent, (tile + kGemmGrain - 1) / kGemmGrain * kGemmGrain);
+}
+
+/// C = alpha op(A) op(B) + beta C with Eigen, the output cut into column (or, for tall outputs,
+/// row) tiles that the thread pool computes side by side. Eigen itself stays
 /// single-threaded: one pool for the whole library, and no OpenMP teams spinning.
 template <typename T, bool kTa, bool kTb>
 void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T beta, T* c) {
@@ -59,25 +73,15 @@ void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T be
       gemm_block(a_col, b_row, C, alpha, beta);
     return;
   }
-  ThreadPool& pool = ThreadPool::global();
   const bool split_rows = m > n;
   const int64_t extent = split_rows ? m : n;
   const double flops =
       2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const int64_t blocks =
-      flops < kParallelGemmFlops ? 1 : std::min<int64_t>(pool.size(), extent / kGemmGrain);
-  if (blocks <= 1) {
-    gemm_block(rows_of_a(0, m), cols_of_b(0, n), C, alpha, beta);
-    return;
-  }
-  const int64_t step = (extent / blocks + kGemmGrain - 1) / kGemmGrain * kGemmGrain;
-  pool.run(static_cast<int>(blocks), [&](int i) {
-    const int64_t lo = i * step, len = std::min(extent, lo + step) - lo;
-    if (len <= 0) return;
+  parallel_tiles(extent, gemm_tile(extent, flops), [&](int64_t lo, int64_t hi) {
     if (split_rows)
-      gemm_block(rows_of_a(lo, len), cols_of_b(0, n), C.middleRows(lo, len), alpha, beta);
+      gemm_block(rows_of_a(lo, hi - lo), cols_of_b(0, n), C.middleRows(lo, hi - lo), alpha, beta);
     else
-      gemm_block(rows_of_a(0, m), cols_of_b(lo, len), C.middleCols(lo, len), alpha, beta);
+      gemm_block(rows_of_a(0, m), cols_of_b(lo, hi - lo), C.middleCols(lo, hi - lo), alpha, beta);
   });
 }
 

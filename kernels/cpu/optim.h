@@ -14,33 +14,24 @@ namespace clarena::kernels::cpu {
 /// torch.optim.SGD for one parameter, with the branches hoisted out of the loop so that each
 /// variant is a straight vectorisable pass.
 template <typename T, bool kNesterov, bool kFirstStep>
-void sgd_momentum(int64_t n, T* p, const T* g, T* buf, T lr, T wd, T mom, T damp) {
+void sgd_momentum(int64_t n, T* p, const T* g, T* buf, T lr, T wd, T mom, T one_minus_damp) {
   for (int64_t i = 0; i < n; ++i) {
     const T d = g[i] + wd * p[i];
-    const T b = kFirstStep ? d : mom * buf[i] + (T(1) - damp) * d;
+    const T b = kFirstStep ? d : mom * buf[i] + one_minus_damp * d;
     buf[i] = b;
     p[i] -= lr * (kNesterov ? d + mom * b : b);
   }
 }
 
-/// Runs fn(begin, end) over [0, n) in pool-sized chunks when n is large enough to pay for it.
-template <typename Fn>
-void parallel_range(int64_t n, Fn&& fn) {
-  constexpr int64_t kMinChunk = 1 << 15;
-  ThreadPool& pool = ThreadPool::global();
-  const int64_t chunks = std::min<int64_t>(pool.size(), n / kMinChunk);
-  if (chunks <= 1) return fn(int64_t(0), n);
-  const int64_t step = (n / chunks + 15) / 16 * 16;
-  pool.run(static_cast<int>(chunks), [&](int i) {
-    const int64_t lo = i * step;
-    if (lo < n) fn(lo, std::min(n, lo + step));
-  });
-}
+/// Optimizer updates are cut into tiles of this many elements (a multiple of 16, so every tile
+/// starts on a vector bound): the same tiles at any thread count, each computed alike.
+constexpr int64_t kOptimTile = 1 << 15;
 
 template <typename T>
 void sgd_update(int64_t n, T* p, const T* g, T* buf, const SGDParams& o) {
-  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(o.dampening);
-  parallel_range(n, [&](int64_t lo, int64_t hi) {
+  // 1 - dampening in double, then rounded, as torch does.
+  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(1 - o.dampening);
+  parallel_tiles(n, kOptimTile, [&](int64_t lo, int64_t hi) {
     const int64_t len = hi - lo;
     T *pp = p + lo, *bb = buf ? buf + lo : nullptr;
     const T* gg = g + lo;
@@ -59,15 +50,18 @@ void sgd_update(int64_t n, T* p, const T* g, T* buf, const SGDParams& o) {
 
 template <typename T>
 void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const AdamParams& o) {
-  const T b1 = T(o.beta1), b2 = T(o.beta2), wd = T(o.weight_decay);
-  const T bc1 = T(1 - std::pow(o.beta1, static_cast<double>(o.step)));
-  const T bc2_sqrt = T(std::sqrt(1 - std::pow(o.beta2, static_cast<double>(o.step))));
-  const T step_size = T(o.lr) / bc1, eps = T(o.eps);
-  parallel_range(n, [&](int64_t lo, int64_t hi) {
+  // 1 - beta in double, then rounded, as torch does (for beta2 = 0.9999, 1 - float(beta2) is
+  // 8e-5 off, relative).
+  const T b1 = T(o.beta1), b2 = T(o.beta2), one_minus_b1 = T(1 - o.beta1),
+          one_minus_b2 = T(1 - o.beta2), wd = T(o.weight_decay);
+  const double steps = static_cast<double>(o.step);
+  const T bc2_sqrt = T(std::sqrt(1 - std::pow(o.beta2, steps)));
+  const T step_size = T(o.lr / (1 - std::pow(o.beta1, steps))), eps = T(o.eps);
+  parallel_tiles(n, kOptimTile, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      T d = g[i] + wd * p[i];
-      m[i] = b1 * m[i] + (T(1) - b1) * d;
-      v[i] = b2 * v[i] + (T(1) - b2) * d * d;
+      const T d = g[i] + wd * p[i];
+      m[i] = b1 * m[i] + one_minus_b1 * d;
+      v[i] = b2 * v[i] + one_minus_b2 * d * d;
       p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
     }
   });

@@ -22,7 +22,7 @@ size_t CachingAllocator::round_size(size_t bytes) {
   return (bytes + kLarge - 1) / kLarge * kLarge;
 }
 
-void* CachingAllocator::allocate(size_t bytes, int64_t* malloc_counter) {
+void* CachingAllocator::allocate(size_t bytes, Counter* malloc_counter) {
   if (bytes == 0) return nullptr;
   const size_t rounded = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);

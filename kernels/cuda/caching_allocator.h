@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+
+#include "clarena/kernels/backend.h"
 #include <unordered_map>
 #include <vector>
 
@@ -34,7 +36,7 @@ class CachingAllocator {
 
   /// A block of at least `bytes` on this allocator's device (the caller makes it current).
   /// Returns nullptr for 0 bytes. Adds the cudaMalloc calls it makes to *malloc_counter.
-  void* allocate(size_t bytes, int64_t* malloc_counter);
+  void* allocate(size_t bytes, Counter* malloc_counter);
   /// Returns a block to its free list; nullptr is ignored.
   void deallocate(void* ptr);
   /// Synchronizes the device and cudaFrees every cached block.

@@ -4,8 +4,18 @@
 // raw pointers to contiguous row-major buffers on the backend's device. Adding a device means
 // implementing this interface and nothing else. Scalars (alpha, lr...) travel as double and
 // are converted to the element type inside the kernel.
+//
+// Threading contract. Every kernel may be called from several user threads at once, on
+// different buffers (two threads writing one buffer is the caller's race, as with any
+// container); each call is correct whatever else runs. The CPU backend spreads a kernel over
+// one process-wide pool: a call that finds the pool busy runs its tiles on its own thread.
+// Work is cut into tiles whose sizes depend on the shape alone and every sum is taken in a
+// fixed order, so results are bitwise the same at any thread count (clarena::set_num_threads)
+// on the same machine type. The statistics counters are atomic. A CUDA backend's calls from
+// several threads are ordered on its one stream.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -30,16 +40,45 @@ struct AdamParams {
   int64_t step = 1;  // 1-based, for the bias corrections
 };
 
+/// A statistics counter that several threads may bump at once. Relaxed: it counts, it orders
+/// nothing. Copies are snapshots.
+class Counter {
+ public:
+  Counter(int64_t value = 0) : value_(value) {}
+  Counter(const Counter& other) : value_(other.load()) {}
+  Counter& operator=(const Counter& other) { return *this = other.load(); }
+  Counter& operator=(int64_t value) {
+    value_.store(value, std::memory_order_relaxed);
+    return *this;
+  }
+  operator int64_t() const { return load(); }
+  int64_t load() const { return value_.load(std::memory_order_relaxed); }
+  /// Adds and returns the new value.
+  int64_t operator+=(int64_t delta) {
+    return value_.fetch_add(delta, std::memory_order_relaxed) + delta;
+  }
+  int64_t operator-=(int64_t delta) { return *this += -delta; }
+  int64_t operator++() { return *this += 1; }
+  /// Raises the value to at least `value`.
+  void raise_to(int64_t value) {
+    int64_t seen = load();
+    while (seen < value && !value_.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+    }
+  }
+
+ private:
+  std::atomic<int64_t> value_;
+};
+
 /// Device-side counters of work launched, read by tests and benchmarks.
 struct KernelStats {
-  int64_t gemm_calls = 0;
-  int64_t kernel_launches = 0;  // every kernel, GEMMs included
-  int64_t device_mallocs = 0;   // calls into the device's raw allocator (cudaMalloc)
-  int64_t bytes_in_use = 0;     // tensor storage currently allocated on the device
-  int64_t peak_bytes_in_use = 0;
+  Counter gemm_calls;
+  Counter kernel_launches;  // every kernel, GEMMs included
+  Counter device_mallocs;   // calls into the device's raw allocator (cudaMalloc)
+  Counter bytes_in_use;     // tensor storage currently allocated on the device
+  Counter peak_bytes_in_use;
   void on_allocate(size_t bytes) {
-    bytes_in_use += static_cast<int64_t>(bytes);
-    if (bytes_in_use > peak_bytes_in_use) peak_bytes_in_use = bytes_in_use;
+    peak_bytes_in_use.raise_to(bytes_in_use += static_cast<int64_t>(bytes));
   }
   void on_deallocate(size_t bytes) { bytes_in_use -= static_cast<int64_t>(bytes); }
 };
