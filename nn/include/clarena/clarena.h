@@ -7,6 +7,7 @@
 #include "clarena/core/ops.h"
 #include "clarena/core/random.h"
 #include "clarena/core/tensor.h"
+#include "clarena/core/threads.h"
 #include "clarena/nn/layers.h"
 #include "clarena/nn/module.h"
 #include "clarena/nn/optim.h"
