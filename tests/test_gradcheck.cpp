@@ -2,7 +2,9 @@
 // batch size 1 and odd widths; each op is also checked with only one input requiring grad.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -308,6 +310,175 @@ TEST(CrossEntropy, HandComputedSmall) {
   const double r0 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3;
   const double r1 = std::log(std::exp(0.5) + std::exp(-1.0) + std::exp(0.0)) + 1;
   EXPECT_NEAR(cross_entropy(logits, labels).item(), (r0 + r1) / 2, 1e-12);
+}
+
+// --- float32 cross-entropy near a zero loss: as close to float64 as the inputs allow ------------
+
+/// Logits near 10 whose label logit is 12 above the rest: loss ~ 9 e^-12 ~ 5e-5, where rounding
+/// logsumexp (~10) to float32 first would cost ~5e-7, i.e. 1% of the loss.
+struct NearZeroLoss {
+  std::vector<float> logits;
+  std::vector<int64_t> labels;
+  int64_t rows = 4, cols = 10;
+  NearZeroLoss() {
+    Generator gen(11);
+    for (int64_t r = 0; r < rows; ++r) {
+      labels.push_back(static_cast<int64_t>(gen.below(static_cast<uint64_t>(cols))));
+      for (int64_t c = 0; c < cols; ++c)
+        logits.push_back(
+            static_cast<float>(10.0 + 0.5 * gen.uniform() + (c == labels.back() ? 12.0 : 0.0)));
+    }
+  }
+  /// Row r's log-softmax in double from the float inputs.
+  std::vector<double> log_softmax_row(int64_t r) const {
+    const float* x = logits.data() + r * cols;
+    const double mx = *std::max_element(x, x + cols);
+    double s = 0;
+    for (int64_t c = 0; c < cols; ++c)
+      s += std::exp(double(x[c]) - mx);
+    std::vector<double> out;
+    for (int64_t c = 0; c < cols; ++c)
+      out.push_back((double(x[c]) - mx) - std::log(s));
+    return out;
+  }
+};
+
+TEST(CrossEntropy, Float32NearZeroLossMatchesFloat64) {
+  const NearZeroLoss d;
+  Tensor logits = Tensor::from_vector(d.logits, {d.rows, d.cols}).requires_grad_();
+  Tensor labels = Tensor::from_vector(d.labels, {d.rows});
+  Tensor loss = cross_entropy(logits, labels);
+  loss.backward();
+  double want = 0;
+  std::vector<double> want_grad;
+  for (int64_t r = 0; r < d.rows; ++r) {
+    const std::vector<double> ls = d.log_softmax_row(r);
+    want -= ls[static_cast<size_t>(d.labels[static_cast<size_t>(r)])] / double(d.rows);
+    for (int64_t c = 0; c < d.cols; ++c)
+      want_grad.push_back(
+          (std::exp(ls[static_cast<size_t>(c)]) - (c == d.labels[static_cast<size_t>(r)])) /
+          double(d.rows));
+  }
+  ASSERT_GT(want, 1e-5);
+  ASSERT_LT(want, 1e-4);
+  // Within a few float32 ulps of the loss itself (rounding logsumexp first misses by ~1%).
+  EXPECT_NEAR(loss.item(), want, 4e-7 * want);
+  const std::vector<float> grad = logits.grad().to_vector<float>();
+  for (size_t i = 0; i < grad.size(); ++i)
+    EXPECT_NEAR(grad[i], want_grad[i], 2e-6 * std::abs(want_grad[i])) << "element " << i;
+}
+
+TEST(LogSoftmax, Float32NearZeroMatchesFloat64) {
+  const NearZeroLoss d;
+  const std::vector<float> got =
+      log_softmax(Tensor::from_vector(d.logits, {d.rows, d.cols})).to_vector<float>();
+  for (int64_t r = 0; r < d.rows; ++r) {
+    const std::vector<double> want = d.log_softmax_row(r);
+    for (int64_t c = 0; c < d.cols; ++c) {
+      const double w = want[static_cast<size_t>(c)];
+      // The label's entry is ~-5e-6: a relative bound there fails if (x - lse) loses digits.
+      EXPECT_NEAR(got[static_cast<size_t>(r * d.cols + c)], w, 2e-7 * std::abs(w) + 1e-12)
+          << "row " << r << " col " << c;
+    }
+  }
+}
+
+/// PyTorch: a row whose max is +inf, NaN, or -inf everywhere is all NaN in log_softmax, its
+/// loss and its gradient; a -inf entry beside finite ones is simply -inf (probability 0).
+TEST(CrossEntropy, NonFiniteRowsAsTorch) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  Tensor logits =
+      Tensor::from_vector(std::vector<double>{inf, 1, -inf, -inf, nan, 1, -inf, 1}, {4, 2})
+          .requires_grad_();
+  const std::vector<double> ls = log_softmax(logits.detach()).to_vector<double>();
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_TRUE(std::isnan(ls[i])) << i;
+  EXPECT_EQ(ls[6], -inf);
+  EXPECT_EQ(ls[7], 0.0);
+  // Row 3 alone: label 0 (the -inf) gives an infinite loss and a finite gradient (-1, 1).
+  Tensor last = Tensor::from_vector(std::vector<double>{-inf, 1}, {1, 2}).requires_grad_();
+  Tensor l3 = cross_entropy(last, Tensor::from_vector(std::vector<int64_t>{0}, {1}));
+  EXPECT_EQ(l3.item(), inf);
+  l3.backward();
+  EXPECT_EQ(last.grad().to_vector<double>(), (std::vector<double>{-1, 1}));
+  Tensor loss = cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{1, 0, 1, 0}, {4}));
+  EXPECT_TRUE(std::isnan(loss.item()));
+  loss.backward();
+  const std::vector<double> g = logits.grad().to_vector<double>();
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_TRUE(std::isnan(g[i])) << i;
+}
+
+// --- ReLU of NaN: NaN forward, gradient passed through (torch's threshold_backward) -----------
+
+/// torch.relu is clamp_min(x, 0): relu(NaN) = NaN, relu(-0) = -0; its backward is
+/// threshold_backward(grad, result, 0) = (result <= 0 ? 0 : grad), so NaN passes the gradient.
+template <typename T>
+void check_relu_nan() {
+  const DType dt = dtype_of<T>();
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> v = {nan, T(-1), T(2), T(-0.0), T(0)};
+  Tensor x = Tensor::from_data(v.data(), {5}, dt).requires_grad_();
+  Tensor y = relu(x);
+  const std::vector<T> yv = y.template to_vector<T>();
+  EXPECT_TRUE(std::isnan(yv[0]));
+  EXPECT_EQ(yv[1], T(0));
+  EXPECT_EQ(yv[2], T(2));
+  EXPECT_EQ(yv[3], T(0));
+  EXPECT_TRUE(std::signbit(yv[3]));  // -0 stays -0, as in torch
+  y.backward(Tensor::full({5}, 3.0, dt));
+  EXPECT_EQ(x.grad().template to_vector<T>(), (std::vector<T>{3, 0, 3, 0, 0}));
+}
+
+TEST(Relu, NaNAsTorchFloat32) {
+  check_relu_nan<float>();
+}
+TEST(Relu, NaNAsTorchFloat64) {
+  check_relu_nan<double>();
+}
+
+/// The fused linear + bias + ReLU and the unfused relu(linear) agree bit for bit, NaN included:
+/// a NaN bias makes its column NaN and passes that column's gradient to the bias and weight.
+template <typename T>
+void check_linear_relu_nan() {
+  const DType dt = dtype_of<T>();
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  Generator gen(5);
+  Tensor x = Tensor::normal({3, 4}, 0, 1, gen, dt);
+  Tensor w = Tensor::normal({2, 4}, 0, 1, gen, dt);
+  std::vector<T> bv = {nan, T(0.1)};
+  Tensor b = Tensor::from_data(bv.data(), {2}, dt);
+  Tensor dy = Tensor::normal({3, 2}, 0, 1, gen, dt);
+  std::vector<std::vector<T>> outs[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    Tensor xi = x.clone().requires_grad_(), wi = w.clone().requires_grad_(),
+           bi = b.clone().requires_grad_();
+    Tensor y = fused ? linear_relu(xi, wi, bi) : relu(linear(xi, wi, bi));
+    y.backward(dy);
+    for (const Tensor& t : {y, xi.grad(), wi.grad(), bi.grad()})
+      outs[fused].push_back(t.template to_vector<T>());
+  }
+  const char* names[] = {"y", "dx", "dw", "db"};
+  for (size_t k = 0; k < 4; ++k) {
+    ASSERT_EQ(outs[0][k].size(), outs[1][k].size());
+    for (size_t i = 0; i < outs[0][k].size(); ++i) {
+      const T u = outs[0][k][i], f = outs[1][k][i];
+      EXPECT_TRUE((std::isnan(u) && std::isnan(f)) || u == f)
+          << names[k] << "[" << i << "]: unfused " << u << ", fused " << f;
+    }
+  }
+  // Column 0 is NaN in every row; db[0] = sum of dy's column 0 (NaN passes the gradient).
+  for (int64_t r = 0; r < 3; ++r)
+    EXPECT_TRUE(std::isnan(outs[1][0][static_cast<size_t>(r * 2)]));
+  const std::vector<T> dyv = dy.template to_vector<T>();
+  EXPECT_NEAR(outs[1][3][0], dyv[0] + dyv[2] + dyv[4], 1e-5);
+}
+
+TEST(LinearRelu, NaNFusedMatchesUnfusedFloat32) {
+  check_linear_relu_nan<float>();
+}
+TEST(LinearRelu, NaNFusedMatchesUnfusedFloat64) {
+  check_linear_relu_nan<double>();
 }
 
 TEST(BatchNorm, TrainingNeedsTwoRows) {

@@ -219,3 +219,49 @@ TEST(Skip, ZeroGradBetweenStepsSkipsAgain) {
   opt.step();  // no gradient: nothing moves, even with momentum and weight decay
   EXPECT_TRUE(bitwise_equal(p, after_one));
 }
+
+// --- defaults and float32 against torch's formulas -------------------------------------------
+
+TEST(Defaults, TorchOptimValues) {
+  // torch.optim.SGD (2.x): lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False.
+  const optim::SGDOptions sgd;
+  EXPECT_EQ(sgd.lr, 1e-3);
+  EXPECT_EQ(sgd.momentum, 0.0);
+  EXPECT_EQ(sgd.dampening, 0.0);
+  EXPECT_EQ(sgd.weight_decay, 0.0);
+  EXPECT_FALSE(sgd.nesterov);
+  // torch.optim.Adam: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
+  const optim::AdamOptions adam;
+  EXPECT_EQ(adam.lr, 1e-3);
+  EXPECT_EQ(adam.beta1, 0.9);
+  EXPECT_EQ(adam.beta2, 0.999);
+  EXPECT_EQ(adam.eps, 1e-8);
+  EXPECT_EQ(adam.weight_decay, 0.0);
+}
+
+/// torch computes 1 - beta as a Python double and rounds it once to float32; 1 - float(0.9999)
+/// is 1.7e-4 off (relative), which moves every float32 step by ~8e-5. The float32 parameters
+/// start at 0 so that their displacement is measured, not the rounding of a large value.
+TEST(Adam, Float32OneMinusBetaInDouble) {
+  const optim::AdamOptions o{1e-3, 0.9, 0.9999, 1e-8, 0};
+  const int64_t n = 64;
+  Generator gen(21);
+  Tensor p = Tensor::zeros({n}).requires_grad_();
+  optim::Adam opt({p}, o);
+  AdamRef ref{o};
+  Vec want(static_cast<size_t>(n), 0.0);
+  for (int s = 0; s < 5; ++s) {
+    Vec g(static_cast<size_t>(n));
+    for (size_t i = 0; i < g.size(); ++i)  // one sign per element, so p moves monotonically
+      g[i] = (i % 2 ? 1.0 : -1.0) * (0.5 + gen.uniform());
+    std::vector<float> gf(g.begin(), g.end());
+    for (size_t i = 0; i < g.size(); ++i)
+      g[i] = gf[i];  // the reference sees the same float32 gradient
+    p.set_grad(Tensor::from_vector(gf, {n}));
+    opt.step();
+    ref.step(want, g);
+    const std::vector<float> got = p.to_vector<float>();
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i])) << "step " << s + 1 << ", " << i;
+  }
+}

@@ -44,12 +44,25 @@ void axpby(int64_t n, T alpha, const T* x, T beta, T* y) {
   }
 }
 
+/// torch.relu, which is clamp_min(x, 0): NaN stays NaN and -0 stays -0 (only x < 0 becomes 0).
+template <typename T>
+inline T relu_value(T x) {
+  return x < T(0) ? T(0) : x;
+}
+
+/// torch's relu backward, threshold_backward(dy, y, 0): `y <= 0 ? 0 : dy` on the output, so a
+/// NaN output (NaN <= 0 is false) passes its gradient through.
+template <typename T>
+inline T relu_grad(T y, T dy) {
+  return y <= T(0) ? T(0) : dy;
+}
+
 template <typename T>
 void unary_forward(Unary f, int64_t n, const T* x, T* y) {
   switch (f) {
     case Unary::Relu:
       for (int64_t i = 0; i < n; ++i)
-        y[i] = x[i] > T(0) ? x[i] : T(0);
+        y[i] = relu_value(x[i]);
       break;
     case Unary::Tanh:
       for (int64_t i = 0; i < n; ++i)
@@ -67,7 +80,7 @@ void unary_backward(Unary f, int64_t n, const T* y, const T* dy, T* dx) {
   switch (f) {
     case Unary::Relu:
       for (int64_t i = 0; i < n; ++i)
-        dx[i] = y[i] > T(0) ? dy[i] : T(0);
+        dx[i] = relu_grad(y[i], dy[i]);
       break;
     case Unary::Tanh:
       for (int64_t i = 0; i < n; ++i)
@@ -85,7 +98,7 @@ void bias_relu(int64_t rows, int64_t cols, const T* bias, T* y) {
   for (int64_t r = 0; r < rows; ++r) {
     T* yr = y + r * cols;
     for (int64_t c = 0; c < cols; ++c)
-      yr[c] = std::max(yr[c] + bias[c], T(0));
+      yr[c] = relu_value(yr[c] + bias[c]);
   }
 }
 

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "clarena/core/errors.h"
@@ -16,21 +18,57 @@ using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-/// log(sum(exp(x))) of one row, stable for large values; Eigen vectorises the exp.
+/// A row's max and log(sum(exp(x - max))), the two halves of its logsumexp kept apart.
+///
+/// Results are formed as (x - max) - log_sum, as PyTorch's log_softmax does, never as
+/// x - (max + log_sum): rounding max + log_sum to the element type first costs half an ulp of
+/// the max (~5e-7 at logits near 10 in float32), which is the whole answer when the log
+/// probability (the loss) is near zero. The exponentials are summed in double: the max's
+/// term is exactly 1, and log_sum ~ sum - 1 lives in the digits a float sum would round off.
 template <typename T>
-T row_logsumexp(const T* x, int64_t cols) {
-  ConstArrayMap<T> row(x, cols);
-  const T mx = row.maxCoeff();
-  if (!std::isfinite(mx)) return mx;  // -inf or nan rows propagate honestly
-  return mx + std::log((row - mx).exp().sum());
+struct RowLogSum {
+  T max;
+  double log_sum;  // log(sum): the log-normaliser relative to max
+  double sum;      // sum(exp(x - max))
+};
+
+template <typename T>
+T row_max(const T* x, int64_t cols) {
+  T mx = x[0];
+  for (int64_t c = 1; c < cols; ++c)
+    mx = x[c] > mx || x[c] != x[c] ? x[c] : mx;  // NaN wins, so it propagates
+  return mx;
+}
+
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+/// Writes exp(x - max) to e and returns the row's statistics. A row whose max is not finite
+/// (+inf, NaN, or every entry -inf) is all NaN in PyTorch's log_softmax (x - max is NaN for
+/// the max), and so are its loss and gradients here.
+template <typename T>
+RowLogSum<T> row_logsum(const T* x, int64_t cols, T* e) {
+  const T mx = row_max(x, cols);
+  if (!std::isfinite(mx)) return {mx, kNaN, kNaN};  // e untouched: the caller writes NaN
+  ArrayMap<T> ev(e, cols);
+  ev = (ConstArrayMap<T>(x, cols) - mx).exp();
+  double sum = 0;
+  for (int64_t c = 0; c < cols; ++c)
+    sum += static_cast<double>(e[c]);
+  return {mx, std::log(sum), sum};
 }
 
 template <typename T>
 void log_softmax_forward(int64_t rows, int64_t cols, const T* x, T* y) {
   for (int64_t r = 0; r < rows; ++r) {
-    T lse = row_logsumexp(x + r * cols, cols);
-    for (int64_t c = 0; c < cols; ++c)
-      y[r * cols + c] = x[r * cols + c] - lse;
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    const RowLogSum<T> s = row_logsum(xr, cols, yr);  // y as scratch for the exponentials
+    if (!std::isfinite(s.max)) {
+      std::fill_n(yr, cols, static_cast<T>(kNaN));
+      continue;
+    }
+    const T log_sum = static_cast<T>(s.log_sum);
+    ArrayMap<T>(yr, cols) = (ConstArrayMap<T>(xr, cols) - s.max) - log_sum;
   }
 }
 
@@ -54,27 +92,44 @@ inline void check_labels(int64_t rows, int64_t cols, const int64_t* labels) {
                        std::to_string(r) + " is outside [0, " + std::to_string(cols) + ")");
 }
 
+/// loss = mean_r ((max_r - x_r[label]) + log_sum_r), each row's term in double; lse[r] =
+/// max_r + log_sum_r rounded to T (the backward does not need it: see cross_entropy_backward).
 template <typename T>
 void cross_entropy_forward(int64_t rows, int64_t cols, const T* x, const int64_t* labels, T* lse,
                            T* loss) {
   check_labels(rows, cols, labels);
+  Eigen::Array<T, Eigen::Dynamic, 1> scratch(cols);
   double total = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    lse[r] = row_logsumexp(x + r * cols, cols);
-    total += lse[r] - x[r * cols + labels[r]];
+    const T* xr = x + r * cols;
+    const RowLogSum<T> s = row_logsum(xr, cols, scratch.data());
+    lse[r] = static_cast<T>(static_cast<double>(s.max) + s.log_sum);
+    total += (static_cast<double>(s.max) - static_cast<double>(xr[labels[r]])) + s.log_sum;
   }
   loss[0] = static_cast<T>(total / static_cast<double>(rows));
 }
 
+/// dx = g/rows * (softmax(x) - onehot(label)), with softmax = exp(x - max) / sum recomputed
+/// from the logits rather than exp(x - lse): lse rounded to T carries half an ulp of the max
+/// into every probability. The label's entry, p - 1, is formed as -(sum - e_label) / sum in
+/// double, so it keeps its digits when p is close to 1 (a loss near zero) where p - 1 would
+/// cancel them.
 template <typename T>
 void cross_entropy_backward(int64_t rows, int64_t cols, const T* x, const int64_t* labels,
-                            const T* lse, const T* grad_loss, T* dx) {
-  const T scale = grad_loss[0] / static_cast<T>(rows);
+                            const T* /*lse*/, const T* grad_loss, T* dx) {
+  const double scale = static_cast<double>(grad_loss[0]) / static_cast<double>(rows);
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     T* dr = dx + r * cols;
-    ArrayMap<T>(dr, cols) = scale * (ConstArrayMap<T>(xr, cols) - lse[r]).exp();
-    dr[labels[r]] -= scale;
+    const RowLogSum<T> s = row_logsum(xr, cols, dr);  // dr = exp(x - max)
+    const int64_t label = labels[r];
+    if (!std::isfinite(s.max)) {
+      std::fill_n(dr, cols, static_cast<T>(kNaN));
+      continue;
+    }
+    const double e_label = static_cast<double>(dr[label]);
+    ArrayMap<T>(dr, cols) *= static_cast<T>(scale / s.sum);
+    dr[label] = static_cast<T>(-scale * ((s.sum - e_label) / s.sum));
   }
 }
 

@@ -29,8 +29,10 @@ enum class Binary : uint8_t { Add, Sub, Mul };
 /// Which operand of a [rows, cols] binary op is a single [cols] row repeated over the rows.
 enum class Broadcast : uint8_t { None, RowA, RowB };
 
+/// Defaults are torch.optim's (torch 2.x): SGD lr 1e-3, momentum/dampening/weight_decay 0,
+/// no nesterov; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0.
 struct SGDParams {
-  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
   bool first_step = true;  // torch.optim.SGD initialises the buffer to the gradient on step 1
 };

@@ -20,8 +20,10 @@ class Optimizer {
   std::vector<Tensor> params_;
 };
 
+/// torch.optim.SGD's options under its names, with its defaults (torch 2.x): lr 1e-3,
+/// momentum 0, dampening 0, weight_decay 0, nesterov false.
 struct SGDOptions {
-  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
 };
 
@@ -35,6 +37,8 @@ class SGD : public Optimizer {
   std::vector<Tensor> momentum_;  // created on a parameter's first step
 };
 
+/// torch.optim.Adam's options with its defaults: lr 1e-3, betas (beta1, beta2) = (0.9, 0.999),
+/// eps 1e-8, weight_decay 0 (L2 added to the gradient, not AdamW's decoupled decay).
 struct AdamOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
 };
