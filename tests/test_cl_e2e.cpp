@@ -8,6 +8,7 @@
 #include "cl_fixture.h"
 #include "clarena/cl/experiment.h"
 #include "clarena/cl/idx.h"
+#include "clarena/core/threads.h"
 
 using namespace clarena::cl;
 using cl_fixture::read_file;
@@ -77,4 +78,37 @@ TEST_F(FashionMnist, FinetuningAndFixShortSplitRun) {
       ft_moved |= ft.accuracy.at(i, j) != ft.accuracy.at(j, j);
     }
   EXPECT_TRUE(ft_moved) << "Finetuning's shared backbone changes every task's accuracy";
+}
+
+TEST_F(FashionMnist, SameResultsAtAnyThreadCount) {
+  // Finetuning on two tasks at 1, 2, 3, 7 and 16 threads: the same losses and accuracies to the
+  // last bit (the engine's tiles depend on the shape, never on the thread count).
+  auto run_at = [&](int threads) {
+    const int saved = clarena::num_threads();
+    clarena::set_num_threads(threads);
+    ExperimentConfig cfg;
+    cfg.algorithm = "finetuning";
+    cfg.num_tasks = 2;
+    cfg.epochs = 1;
+    cfg.max_train_samples_per_task = 700;
+    cfg.progress = false;
+    cfg.output_dir = (dir_.path() / ("threads" + std::to_string(threads))).string();
+    validate(cfg);
+    RunResult r = run_experiment(cfg, {});
+    clarena::set_num_threads(saved);
+    return r;
+  };
+  const RunResult one = run_at(1);
+  for (int threads : {2, 3, 7, 16}) {
+    const RunResult r = run_at(threads);
+    ASSERT_EQ(r.curves.size(), one.curves.size());
+    for (size_t i = 0; i < r.curves.size(); ++i) {
+      EXPECT_EQ(r.curves[i].train_loss, one.curves[i].train_loss) << threads << " threads";
+      EXPECT_EQ(r.curves[i].val_loss, one.curves[i].val_loss) << threads << " threads";
+    }
+    for (int i = 1; i <= 2; ++i)
+      for (int j = 1; j <= i; ++j)
+        EXPECT_EQ(r.accuracy.at(i, j), one.accuracy.at(i, j)) << threads << " threads";
+    EXPECT_EQ(read_file(r.output_dir / "acc.csv"), read_file(one.output_dir / "acc.csv"));
+  }
 }
