@@ -2,8 +2,12 @@
 // every element computed exactly once, results bitwise the same at every thread count, and
 // correct when several user threads call the engine at once.
 #include <gtest/gtest.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -262,6 +266,22 @@ TEST(Threads, SeveralUserThreadsGetCorrectProducts) {
       EXPECT_EQ(wrong[u], 0) << "user thread " << u;
     return 0;
   });
+}
+
+TEST(Embedding, TheLibraryLeavesTheHostsAllocatorAlone) {
+#if !defined(__GLIBC__) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "needs glibc's own malloc";
+#else
+  // glibc's adaptive mmap threshold never rises past 32 MiB, so a 48 MiB block is mmapped
+  // unless someone called mallopt(M_MMAP_THRESHOLD) above it, as the CPU backend once did.
+  Generator gen(1);
+  matmul(Tensor::uniform({64, 300}, -1, 1, gen), Tensor::uniform({300, 257}, -1, 1, gen));
+  const size_t before = mallinfo2().hblks;
+  void* volatile block = std::malloc(48u << 20);  // volatile: the pair must not be elided
+  const size_t after = mallinfo2().hblks;
+  std::free(block);
+  EXPECT_EQ(after, before + 1) << "a 48 MiB block stayed in the heap: M_MMAP_THRESHOLD was changed";
+#endif
 }
 
 }  // namespace
