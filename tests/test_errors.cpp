@@ -1,6 +1,7 @@
 // Every typed error: triggered, and its message names what is at fault.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -119,6 +120,132 @@ TEST(ShapeError, BackwardGradientShape) {
   Tensor y = x * 2.0;
   EXPECT_TRUE(Names(message_of<ShapeError>([&] { y.backward(Tensor::ones({4})); }),
                     {"backward", "[4]", "[3]"}));
+}
+
+TEST(ShapeError, ElementCountOverflowIsRefusedBeforeAllocating) {
+  // 2^62 float32 elements: the count fits int64 but the bytes (2^64) do not.
+  EXPECT_TRUE(Names(message_of<ShapeError>([] { Tensor::zeros({int64_t{1} << 62}); }),
+                    {"zeros", "[4611686018427387904]", "float32"}));
+  // 2^32 * 2^32 overflows int64 itself.
+  EXPECT_TRUE(Names(message_of<ShapeError>([] {
+                      Tensor::zeros({int64_t{1} << 32, int64_t{1} << 32});
+                    }),
+                    {"zeros", "[4294967296, 4294967296]", "overflow"}));
+  // Also when a zero dimension would hide the overflow: partial products must fit as well.
+  EXPECT_TRUE(Names(message_of<ShapeError>([] {
+                      Tensor::empty({int64_t{1} << 32, int64_t{1} << 32, 0});
+                    }),
+                    {"empty", "[4294967296, 4294967296, 0]"}));
+  // 2^60 float64 elements: 2^63 bytes do not fit either.
+  EXPECT_TRUE(
+      Names(message_of<ShapeError>([] { Tensor::ones({int64_t{1} << 60}, DType::Float64); }),
+            {"ones", "float64", "bytes"}));
+  EXPECT_TRUE(Names(message_of<ShapeError>([] {
+                      Tensor::full({2, -3}, 1.0);
+                    }),
+                    {"full", "[2, -3]", "negative"}));
+  Generator gen(0);
+  EXPECT_THROW(Tensor::uniform({int64_t{1} << 62}, 0, 1, gen), ShapeError);
+  EXPECT_THROW(Tensor::normal({int64_t{1} << 40, int64_t{1} << 40}, 0, 1, gen), ShapeError);
+  // A huge tensor never reaches to_vector's std::vector (std::length_error is not ours).
+  EXPECT_THROW(Tensor::zeros({int64_t{1} << 62}).to_vector<float>(), ShapeError);
+  // Big but representable shapes with a zero dimension are fine.
+  EXPECT_EQ(Tensor::zeros({int64_t{1} << 40, 0}).numel(), 0);
+}
+
+TEST(ShapeError, FromVectorWithOverflowingShape) {
+  // The wrapped product is 0, which old code accepted for an empty vector.
+  EXPECT_TRUE(
+      Names(message_of<ShapeError>([] {
+              Tensor::from_vector(std::vector<float>{}, {int64_t{1} << 32, int64_t{1} << 32});
+            }),
+            {"from_vector", "[4294967296, 4294967296]"}));
+  EXPECT_TRUE(Names(message_of<ShapeError>([] {
+                      Tensor::from_vector(std::vector<int64_t>{}, {0, -5});
+                    }),
+                    {"from_vector", "[0, -5]"}));
+  const float one = 1;
+  EXPECT_THROW(Tensor::from_data(&one, {int64_t{1} << 62}, DType::Float32), ShapeError);
+}
+
+TEST(ShapeError, ReshapeToOverflowingOrNegativeShape) {
+  Tensor none = Tensor::zeros({0});
+  EXPECT_TRUE(Names(message_of<ShapeError>([&] { none.reshape({-2, 0}); }), {"[-2, 0]"}));
+  EXPECT_TRUE(Names(message_of<ShapeError>([&] {
+                      none.reshape({int64_t{1} << 32, int64_t{1} << 32, 0});
+                    }),
+                    {"[4294967296, 4294967296, 0]"}));
+  EXPECT_EQ(none.reshape({5, 0}).shape(), (Shape{5, 0}));
+}
+
+// --- empty dimensions: PyTorch's results where it defines one, ValueError where it raises --
+
+TEST(EmptyDim, LogSoftmaxOfEmptyRows) {
+  Tensor x = Tensor::zeros({3, 0}).requires_grad_();
+  Tensor y = log_softmax(x);
+  EXPECT_EQ(y.shape(), (Shape{3, 0}));
+  sum(y).backward();
+  EXPECT_EQ(x.grad().shape(), (Shape{3, 0}));
+  EXPECT_EQ(log_softmax(Tensor::zeros({0}, DType::Float64)).shape(), Shape{0});
+  EXPECT_EQ(log_softmax(Tensor::zeros({0, 4})).shape(), (Shape{0, 4}));
+}
+
+TEST(EmptyDim, SumIsZeroMeanIsNaN) {
+  EXPECT_EQ(sum(Tensor::zeros({0})).item(), 0.0);
+  EXPECT_TRUE(std::isnan(mean(Tensor::zeros({0})).item()));
+  EXPECT_TRUE(std::isnan(mean(Tensor::zeros({2, 0}, DType::Float64)).item()));
+  EXPECT_EQ(sum(Tensor::ones({2, 0}), 1).to_vector<float>(), (std::vector<float>{0, 0}));
+  EXPECT_EQ(sum(Tensor::ones({0, 3}), 0).to_vector<float>(), (std::vector<float>{0, 0, 0}));
+  for (float v : mean(Tensor::ones({0, 3}), 0).to_vector<float>())
+    EXPECT_TRUE(std::isnan(v));
+  for (double v : mean(Tensor::ones({2, 0, 2}, DType::Float64), 1).to_vector<double>())
+    EXPECT_TRUE(std::isnan(v));
+  EXPECT_EQ(sum(Tensor::ones({2, 0}), 0).shape(), Shape{0});
+  // Gradients through an empty reduction are empty or zero-sized, never a crash.
+  Tensor x = Tensor::ones({2, 0}).requires_grad_();
+  sum(mean(x, 1)).backward();
+  EXPECT_EQ(x.grad().shape(), (Shape{2, 0}));
+  Tensor w = Tensor::ones({0, 3}).requires_grad_();
+  sum(sum(w, 0)).backward();
+  EXPECT_EQ(w.grad().shape(), (Shape{0, 3}));
+}
+
+TEST(EmptyDim, ArgmaxOverEmptyDimIsAValueError) {
+  EXPECT_TRUE(Names(message_of<ValueError>([] {
+                      argmax(Tensor::zeros({2, 0}), 1);
+                    }),
+                    {"argmax", "[2, 0]"}));
+  EXPECT_TRUE(Names(message_of<ValueError>([] {
+                      argmax(Tensor::zeros({0, 3}), 0);
+                    }),
+                    {"argmax", "[0, 3]"}));
+  EXPECT_EQ(argmax(Tensor::zeros({0, 3}), 1).shape(), Shape{0});
+}
+
+TEST(EmptyDim, CrossEntropyWithNoClasses) {
+  EXPECT_TRUE(Names(message_of<ValueError>([] {
+                      cross_entropy(Tensor::zeros({2, 0}), labels({0, 0}));
+                    }),
+                    {"cross_entropy", "[2, 0]", "class"}));
+  EXPECT_TRUE(Names(message_of<ValueError>([] {
+                      count_correct(Tensor::zeros({2, 0}), labels({0, 0}));
+                    }),
+                    {"argmax", "[2, 0]"}));
+}
+
+TEST(EmptyDim, BatchNormWithNoRows) {
+  Tensor gamma = Tensor::ones({3}), beta = Tensor::zeros({3});
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+  EXPECT_TRUE(Names(message_of<ValueError>([&] {
+                      batch_norm(Tensor::zeros({0, 3}), gamma, beta, rm, rv, true, 0.1, 1e-5);
+                    }),
+                    {"batch_norm", "[0, 3]"}));
+  EXPECT_EQ(rm.to_vector<float>(), (std::vector<float>{0, 0, 0}));  // untouched
+  EXPECT_EQ(batch_norm(Tensor::zeros({0, 3}), gamma, beta, rm, rv, false, 0.1, 1e-5).shape(),
+            (Shape{0, 3}));
+  Tensor none = Tensor::zeros({0});
+  EXPECT_EQ(batch_norm(Tensor::zeros({4, 0}), none, none, none, none, true, 0.1, 1e-5).shape(),
+            (Shape{4, 0}));
 }
 
 // --- DTypeError ----------------------------------------------------------------------------

@@ -233,3 +233,98 @@ TEST_F(Serialize, FewerTensorsThanTheModule) {
   EXPECT_TRUE(Has(m, "12"));
   EXPECT_EQ(state_of(target), before);
 }
+
+namespace {
+
+/// A parameter-file body (no checksum) with one tensor header: name, dtype, dims; then
+/// `payload` bytes of data.
+std::string one_tensor_body(uint32_t count, const std::string& name, uint8_t dtype,
+                            const std::vector<int64_t>& dims, size_t payload) {
+  std::string body("CLRNPARM", 8);
+  auto put = [&](auto v) { body.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(uint32_t{1});
+  put(count);
+  put(static_cast<uint32_t>(name.size()));
+  body += name;
+  put(dtype);
+  put(static_cast<uint32_t>(dims.size()));
+  for (int64_t d : dims)
+    put(d);
+  body.append(payload, '\0');
+  return body;
+}
+
+std::string message_of_load_tensors(const fs::path& file) {
+  try {
+    nn::load_tensors(file);
+  } catch (const IOError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "load_tensors of " << file << " threw another type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "load_tensors of " << file << " did not throw";
+  return "";
+}
+
+}  // namespace
+
+// The checksum is no defence (anyone can recompute FNV-1a): declared sizes are checked
+// against the bytes that are really there, with overflow-checked arithmetic, before any
+// allocation.
+TEST_F(Serialize, HugeDeclaredShapeWithValidChecksum) {
+  const fs::path bad = dir / "huge.bin";
+  // float32[2^62]: 2^64 bytes, which wrapped to 0 and "loaded" a 2^62-element tensor.
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 0, {int64_t{1} << 62}, 0)));
+  std::string m = message_of_load_tensors(bad);
+  EXPECT_TRUE(Has(m, bad.string()));
+  EXPECT_TRUE(Has(m, "'w'"));
+  EXPECT_TRUE(Has(m, "[4611686018427387904]"));
+  EXPECT_TRUE(Has(m, "byte offset"));
+  // float32[2^32, 2^32]: the element count itself overflows.
+  write_bytes(bad,
+              with_checksum(one_tensor_body(1, "w", 0, {int64_t{1} << 32, int64_t{1} << 32}, 0)));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "[4294967296, 4294967296]"));
+  // A representable size that is larger than what is left in the file.
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 1, {1000, 1000}, 16)));
+  m = message_of_load_tensors(bad);
+  EXPECT_TRUE(Has(m, "8000000"));
+  EXPECT_TRUE(Has(m, "16"));
+  // And through nn::load, the module stays untouched.
+  const auto before = state_of(target);
+  write_bytes(bad, with_checksum(one_tensor_body(1, "fc.0.weight", 0, {int64_t{1} << 62}, 0)));
+  EXPECT_TRUE(Has(message_of_load(target, bad), "fc.0.weight"));
+  EXPECT_EQ(state_of(target), before);
+}
+
+TEST_F(Serialize, DeclaredCountsBoundedByTheFileSize) {
+  const fs::path bad = dir / "counts.bin";
+  // 2^32 - 1 tensors in a file of a few dozen bytes.
+  write_bytes(bad, with_checksum(one_tensor_body(0xffffffffu, "w", 0, {1}, 4)));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "4294967295 tensors"));
+  // A name longer than the file.
+  std::string body = one_tensor_body(1, "w", 0, {1}, 4);
+  const uint32_t length = 0xfffffff0u;
+  std::memcpy(body.data() + 16, &length, 4);
+  write_bytes(bad, with_checksum(body));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "name length 4294967280"));
+  // A rank whose dimensions do not fit in the rest of the file (the checksum is not data).
+  body = one_tensor_body(1, "w", 0, {1}, 0);
+  const uint32_t rank = 8;
+  std::memcpy(body.data() + 22, &rank, 4);
+  write_bytes(bad, with_checksum(body));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "rank 8"));
+  // Data that would run into the checksum.
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 1, {1}, 0)));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "float64[1]"));
+  // Negative dimensions and unknown dtypes are still refused.
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 0, {-4}, 0)));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "negative"));
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 7, {1}, 4)));
+  EXPECT_TRUE(Has(message_of_load_tensors(bad), "dtype"));
+  // An empty tensor with a large (representable) dimension is a valid file.
+  write_bytes(bad, with_checksum(one_tensor_body(1, "w", 0, {int64_t{1} << 40, 0}, 0)));
+  const nn::NamedTensors ok = nn::load_tensors(bad);
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_EQ(ok[0].second.shape(), (Shape{int64_t{1} << 40, 0}));
+}

@@ -36,9 +36,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
       detail::shape_mismatch("batch_norm", x, *p, "per-feature tensors must be [features]");
   Tensor y = detail::empty_like(x);
   auto& be = backend(x);
+  const bool any = rows > 0 && cols > 0;  // no kernel sees an empty batch or feature axis
   if (!training) {
-    be.batch_norm_eval(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(), running_mean.raw(),
-                       running_var.raw(), eps, y.raw());
+    if (any)
+      be.batch_norm_eval(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(),
+                         running_mean.raw(), running_var.raw(), eps, y.raw());
     if (!autograd::any_needs_grad({x, gamma, beta})) return y;
     // Eval mode is an affine map per feature, y = x * scale + shift. Its gradient is rare
     // (a frozen backbone records nothing), so it reuses the element-wise ops.
@@ -54,9 +56,10 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
         shape_str(x.shape()));
   Tensor save_mean = Tensor::empty({cols}, x.dtype(), x.device());
   Tensor save_invstd = Tensor::empty({cols}, x.dtype(), x.device());
-  be.batch_norm_train(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(), eps, momentum,
-                      running_mean.raw(), running_var.raw(), y.raw(), save_mean.raw(),
-                      save_invstd.raw());
+  if (any)
+    be.batch_norm_train(x.dtype(), rows, cols, x.raw(), gamma.raw(), beta.raw(), eps, momentum,
+                        running_mean.raw(), running_var.raw(), y.raw(), save_mean.raw(),
+                        save_invstd.raw());
   if (!autograd::any_needs_grad({x, gamma, beta})) return y;
   auto node = autograd::make_node("batch_norm", {x, gamma, beta});
   node->save({x, gamma, save_mean, save_invstd});
@@ -65,6 +68,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     if (n.needs_grad(0)) dx = detail::empty_like(dy);
     if (n.needs_grad(1)) dgamma = Tensor::empty({cols}, dy.dtype(), dy.device());
     if (n.needs_grad(2)) dbeta = Tensor::empty({cols}, dy.dtype(), dy.device());
+    if (cols == 0) return {dx, dgamma, dbeta};  // training needs rows >= 2
     auto ptr = [](const Tensor& t) { return t.defined() ? t.raw() : nullptr; };
     backend(dy).batch_norm_backward(dy.dtype(), rows, cols, n.saved(0).raw(), n.saved(1).raw(),
                                     n.saved(2).raw(), n.saved(3).raw(), dy.raw(), ptr(dx),

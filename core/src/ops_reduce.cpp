@@ -2,6 +2,8 @@
 #include "clarena/core/ops.h"
 #include "op_helpers.h"
 
+#include <limits>
+
 namespace clarena {
 using autograd::Node;
 using detail::backend;
@@ -30,17 +32,28 @@ Split3 split_at(const Tensor& x, int64_t dim) {
   return s;
 }
 
-/// Sum (scale 1) or mean (scale 1/reduce) over the middle axis of the split.
+/// Sum (scale 1) or mean (scale 1/reduce) over the middle axis of the split. Over an empty
+/// axis the sum is 0 and the mean NaN (PyTorch's results); no kernel sees a zero-sized axis
+/// or grid, on any device.
 Tensor reduce(const char* name, const Tensor& x, const Split3& s, bool average) {
   detail::check_float(name, x);
-  const double scale = average ? 1.0 / static_cast<double>(s.reduce) : 1.0;
+  const double scale = !average   ? 1.0
+                       : s.reduce ? 1.0 / static_cast<double>(s.reduce)
+                                  : std::numeric_limits<double>::quiet_NaN();
   Tensor out = Tensor::empty(s.reduced_shape, x.dtype(), x.device());
-  backend(x).reduce_sum(x.dtype(), s.outer, s.reduce, s.inner, scale, x.raw(), 0.0, out.raw());
+  if (out.numel() == 0) {
+    // nothing to compute
+  } else if (s.reduce == 0) {
+    backend(x).fill(x.dtype(), out.numel(), average ? scale : 0.0, out.raw());
+  } else {
+    backend(x).reduce_sum(x.dtype(), s.outer, s.reduce, s.inner, scale, x.raw(), 0.0, out.raw());
+  }
   if (!autograd::any_needs_grad({x})) return out;
   auto node = autograd::make_node(name, {x});
   node->set_backward([s, scale, shape = x.shape()](Node&, const Tensor& g) -> std::vector<Tensor> {
     Tensor gx = Tensor::empty(shape, g.dtype(), g.device());
-    backend(g).expand(g.dtype(), s.outer, s.reduce, s.inner, scale, g.raw(), gx.raw());
+    if (gx.numel() > 0)
+      backend(g).expand(g.dtype(), s.outer, s.reduce, s.inner, scale, g.raw(), gx.raw());
     return {gx};
   });
   return autograd::attach(out, node);
@@ -80,15 +93,17 @@ Tensor mean(const Tensor& x, int64_t dim) {
 Tensor log_softmax(const Tensor& x) {
   detail::check_float("log_softmax", x);
   if (x.dim() == 0) throw ShapeError("log_softmax: expected at least 1-D, got shape []");
-  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  // Empty rows (cols == 0) or no rows: an empty result, as in PyTorch; no kernel runs.
+  const int64_t cols = x.size(-1), rows = cols == 0 ? 0 : x.numel() / cols;
   Tensor y = empty_like(x);
-  backend(x).log_softmax_forward(x.dtype(), rows, cols, x.raw(), y.raw());
+  if (rows > 0) backend(x).log_softmax_forward(x.dtype(), rows, cols, x.raw(), y.raw());
   if (!autograd::any_needs_grad({x})) return y;
   auto node = autograd::make_node("log_softmax", {x});
   node->save({y});
   node->set_backward([rows, cols](Node& n, const Tensor& g) -> std::vector<Tensor> {
     Tensor gx = empty_like(g);
-    backend(g).log_softmax_backward(g.dtype(), rows, cols, n.saved(0).raw(), g.raw(), gx.raw());
+    if (rows > 0)
+      backend(g).log_softmax_backward(g.dtype(), rows, cols, n.saved(0).raw(), g.raw(), gx.raw());
     return {gx};
   });
   return autograd::attach(y, node);
@@ -98,6 +113,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   check_logits("cross_entropy", logits, labels);
   const int64_t rows = logits.size(0), cols = logits.size(1);
   if (rows == 0) throw ShapeError("cross_entropy: empty batch " + shape_str(logits.shape()));
+  if (cols == 0)
+    throw ValueError("cross_entropy: logits " + shape_str(logits.shape()) +
+                     " have 0 classes: no label can be in range");
   Tensor lse = Tensor::empty({rows}, logits.dtype(), logits.device());
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   backend(logits).cross_entropy_forward(logits.dtype(), rows, cols, logits.raw(),
@@ -118,9 +136,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
 Tensor argmax(const Tensor& x, int64_t dim) {
   detail::check_float("argmax", x);
   const Split3 s = split_at(x, detail::wrap_dim("argmax", dim, x.dim()));
-  if (s.reduce == 0) throw ShapeError("argmax: empty dimension in " + shape_str(x.shape()));
+  // PyTorch raises here too: argmax has no identity to return for an empty dimension.
+  if (s.reduce == 0)
+    throw ValueError("argmax: cannot reduce over dimension " + std::to_string(dim) +
+                     " of size 0 in shape " + shape_str(x.shape()));
   Tensor out = Tensor::empty(s.reduced_shape, DType::Int64, x.device());
-  backend(x).argmax(x.dtype(), s.outer, s.reduce, s.inner, x.raw(), out.data<int64_t>());
+  if (out.numel() > 0)
+    backend(x).argmax(x.dtype(), s.outer, s.reduce, s.inner, x.raw(), out.data<int64_t>());
   return out;
 }
 
@@ -128,13 +150,14 @@ Tensor eq(const Tensor& a, const Tensor& b) {
   detail::check_inputs("eq", {a, b});
   if (a.shape() != b.shape()) detail::shape_mismatch("eq", a, b);
   Tensor out = Tensor::empty(a.shape(), DType::Int64, a.device());
-  backend(a).equal(a.dtype(), a.numel(), a.raw(), b.raw(), out.data<int64_t>());
+  if (a.numel() > 0) backend(a).equal(a.dtype(), a.numel(), a.raw(), b.raw(), out.data<int64_t>());
   return out;
 }
 
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   check_logits("count_correct", logits, labels);
   Tensor predicted = argmax(logits, 1);
+  if (labels.numel() == 0) return 0;
   return backend(logits).count_equal(labels.numel(), predicted.data<int64_t>(),
                                      labels.data<int64_t>());
 }

@@ -17,12 +17,37 @@ std::string shape_str(const Shape& shape) {
   return out.str();
 }
 
-int64_t shape_numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
+int64_t shape_numel(const Shape& shape, const char* op) {
+  int64_t nonzero = 1;  // product of the non-zero dimensions: must fit, so every part does
+  bool empty = false;
+  for (int64_t d : shape) {
+    if (d < 0)
+      throw ShapeError(std::string(op) + ": negative dimension in shape " + shape_str(shape));
+    if (d == 0)
+      empty = true;
+    else if (__builtin_mul_overflow(nonzero, d, &nonzero))
+      throw ShapeError(std::string(op) + ": shape " + shape_str(shape) +
+                       " has more elements than int64 can count (overflow)");
+  }
+  return empty ? 0 : nonzero;
 }
+
+size_t shape_nbytes(const Shape& shape, DType dtype, const char* op) {
+  const int64_t n = shape_numel(shape, op);
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(itemsize(dtype)), &bytes))
+    throw ShapeError(std::string(op) + ": " + dtype_name(dtype) + shape_str(shape) + " needs " +
+                     std::to_string(n) + " elements of " + std::to_string(itemsize(dtype)) +
+                     " bytes: more bytes than int64 can count (overflow)");
+  return static_cast<size_t>(bytes);
+}
+
+namespace detail {
+void host_copy_failed(const Tensor& t) {
+  throw OutOfMemory("Tensor::to_vector: cannot allocate host memory for " + t.str() + " (" +
+                    std::to_string(t.nbytes()) + " bytes)");
+}
+}  // namespace detail
 
 Device Device::parse(const std::string& text) {
   if (text == "cpu") return cpu();
@@ -54,35 +79,47 @@ TensorImpl& Tensor::impl() const {
 
 // --- factories -------------------------------------------------------------------------
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape)
-    if (d < 0) throw ShapeError("empty: negative dimension in shape " + shape_str(shape));
+namespace {
+/// The one place storage is sized: refuses negative dimensions and overflowing element or
+/// byte counts (naming `op`) before anything is allocated.
+Tensor allocate(const char* op, const Shape& shape, DType dtype, Device device) {
+  const size_t bytes = shape_nbytes(shape, dtype, op);
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * itemsize(dtype), device);
+  impl->storage = std::make_shared<Storage>(bytes, device);
   return Tensor(std::move(impl));
 }
 
-Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
-  Tensor t = empty(shape, dtype, device);
+Tensor filled(const char* op, const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = allocate(op, shape, dtype, device);
   kernels::backend_for(device).fill(dtype, t.numel(), value, t.raw());
   return t;
 }
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return allocate("empty", shape, dtype, device);
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  return filled("full", shape, value, dtype, device);
+}
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  return full(shape, 0.0, dtype, device);
+  return filled("zeros", shape, 0.0, dtype, device);
 }
 
 Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
-  return full(shape, 1.0, dtype, device);
+  return filled("ones", shape, 1.0, dtype, device);
 }
 
 namespace {
 template <typename Draw>
-Tensor random_tensor(const Shape& shape, DType dtype, Device device, Draw draw) {
-  if (dtype == DType::Int64) throw DTypeError("random factories make float32 or float64 tensors");
-  Tensor host = Tensor::empty(shape, dtype, Device::cpu());
+Tensor random_tensor(const char* op, const Shape& shape, DType dtype, Device device, Draw draw) {
+  if (dtype == DType::Int64)
+    throw DTypeError(std::string(op) + ": random factories make float32 or float64 tensors");
+  Tensor host = allocate(op, shape, dtype, Device::cpu());
   const int64_t n = host.numel();
   if (dtype == DType::Float32) {
     float* p = host.data<float>();
@@ -99,29 +136,34 @@ Tensor random_tensor(const Shape& shape, DType dtype, Device device, Draw draw) 
 
 Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype,
                        Device device) {
-  return random_tensor(shape, dtype, device, [&] { return low + (high - low) * gen.uniform(); });
+  return random_tensor("uniform", shape, dtype, device,
+                       [&] { return low + (high - low) * gen.uniform(); });
 }
 
 Tensor Tensor::normal(const Shape& shape, double mean, double std, Generator& gen, DType dtype,
                       Device device) {
-  return random_tensor(shape, dtype, device, [&] { return mean + std * gen.normal(); });
+  return random_tensor("normal", shape, dtype, device, [&] { return mean + std * gen.normal(); });
 }
 
-Tensor Tensor::from_data(const void* data, const Shape& shape, DType dtype, Device device) {
-  Tensor t = empty(shape, dtype, device);
+namespace {
+Tensor copied(const char* op, const void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t = allocate(op, shape, dtype, device);
   kernels::backend_for(device).copy_from_host(t.raw(), data, t.nbytes());
   return t;
 }
 
-namespace {
 template <typename T>
 Tensor from_values(const std::vector<T>& values, const Shape& shape, Device device) {
-  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
+  if (values.size() != static_cast<uint64_t>(shape_numel(shape, "from_vector")))
     throw ShapeError("from_vector: " + std::to_string(values.size()) +
                      " values do not fill shape " + shape_str(shape));
-  return Tensor::from_data(values.data(), shape, dtype_of<T>(), device);
+  return copied("from_vector", values.data(), shape, dtype_of<T>(), device);
 }
 }  // namespace
+
+Tensor Tensor::from_data(const void* data, const Shape& shape, DType dtype, Device device) {
+  return copied("from_data", data, shape, dtype, device);
+}
 
 Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& s, Device d) {
   return from_values(v, s, d);

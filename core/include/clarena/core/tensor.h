@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -14,7 +16,13 @@ namespace clarena {
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);  // "[128, 784]"
-int64_t shape_numel(const Shape& shape);
+/// Number of elements of `shape`. Throws ShapeError, naming `op` and the shape, when a
+/// dimension is negative or the product of the non-zero dimensions overflows int64 (so every
+/// partial product of a valid shape fits, whatever its zero dimensions).
+int64_t shape_numel(const Shape& shape, const char* op = "shape");
+/// Bytes of a contiguous tensor of `shape` and `dtype`: shape_numel's checks, and the byte
+/// count must fit int64 too. Every tensor's storage size comes from here.
+size_t shape_nbytes(const Shape& shape, DType dtype, const char* op = "shape");
 
 class Generator;
 class Tensor;
@@ -144,10 +152,24 @@ T* Tensor::data() const {
   return static_cast<T*>(raw());
 }
 
+namespace detail {
+/// Throws OutOfMemory naming the tensor that to_vector could not copy to the host.
+[[noreturn]] void host_copy_failed(const Tensor& t);
+}  // namespace detail
+
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
   check_dtype(*this, dtype_of<T>(), "Tensor::to_vector");
-  std::vector<T> out(static_cast<size_t>(numel()));
+  std::vector<T> out;
+  // Every tensor's size fits int64 bytes (shape_nbytes), so it fits a vector's max_size();
+  // a failed allocation still becomes our error, not std::bad_alloc.
+  try {
+    out.resize(static_cast<size_t>(numel()));
+  } catch (const std::bad_alloc&) {
+    detail::host_copy_failed(*this);
+  } catch (const std::length_error&) {
+    detail::host_copy_failed(*this);
+  }
   Tensor host = to(Device::cpu());
   std::copy_n(static_cast<const T*>(host.raw()), out.size(), out.begin());
   return out;
