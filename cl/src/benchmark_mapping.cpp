@@ -6,6 +6,7 @@
 #include <numeric>
 #include <string>
 
+#include "clarena/core/atomic_file.h"
 #include "clarena/core/errors.h"
 #include "clarena/core/random.h"
 
@@ -52,15 +53,14 @@ std::vector<int32_t> task_permutation(uint64_t seed, int task_id, int num_pixels
 }
 
 uint64_t permutation_hash(const std::vector<int32_t>& perm) {
-  uint64_t h = 0xcbf29ce484222325ULL;
+  std::string bytes;
+  bytes.reserve(perm.size() * 4);
   for (int32_t v : perm) {
     const auto u = static_cast<uint32_t>(v);
-    for (int k = 0; k < 4; ++k) {
-      h ^= (u >> (8 * k)) & 0xffu;
-      h *= 0x100000001b3ULL;
-    }
+    for (int k = 0; k < 4; ++k)
+      bytes += static_cast<char>((u >> (8 * k)) & 0xffu);
   }
-  return h;
+  return fnv1a64(bytes);
 }
 
 SplitSpec make_split(int num_classes, int num_tasks, std::vector<int64_t> class_order) {

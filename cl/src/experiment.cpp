@@ -10,6 +10,7 @@
 #include "clarena/cl/algorithms.h"
 #include "clarena/cl/data.h"
 #include "clarena/cl/plots.h"
+#include "clarena/core/atomic_file.h"
 #include "clarena/nn/serialize.h"
 #include "progress.h"
 #include "results_io.h"
@@ -103,12 +104,15 @@ void write_results(const RunResult& r, int tasks_done) {
 
 void write_metrics(const fs::path& output_dir, const AccuracyMatrix& accuracy,
                    const std::optional<std::vector<double>>& reference_diagonal) {
-  write_text_atomic(output_dir / "metrics.json",
+  write_file_atomic(output_dir / "metrics.json",
                     metrics_json(accuracy, reference_diagonal).dump(2) + "\n");
 }
 
 RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options) {
   const auto wall_start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  };
   const Device device = Device::parse(cfg.device);
   CLBenchmark bench(cfg);
   auto algo = make_algorithm(cfg, bench.input_dim());
@@ -117,9 +121,10 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
   result.algorithm = algo->name();
   result.accuracy = AccuracyMatrix(cfg.num_tasks);
   result.output_dir = resolved_output_dir(cfg, std::time(nullptr));
-  const fs::path checkpoint = result.output_dir / "checkpoint";
-  int first_task = 1;
+  int tasks_done = 0;
   if (options.resume) {
+    // Read and check everything before writing anything: a refused resume changes nothing.
+    const fs::path checkpoint = checkpoint_dir(result.output_dir);
     CheckpointState state = read_checkpoint_state(checkpoint);
     for (int t = 1; t <= state.tasks_done; ++t)
       algo->setup_task(t, bench.num_classes(t));
@@ -127,41 +132,49 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
     result.accuracy = state.accuracy;
     result.costs = state.costs;
     result.curves = state.curves;
-    first_task = state.tasks_done + 1;
+    tasks_done = state.tasks_done;
   }
-  fs::create_directories(checkpoint);
-  write_text_atomic(result.output_dir / "config.yaml", config_yaml(cfg));
+  fs::create_directories(result.output_dir);
+  remove_stale_temps(result.output_dir);
+  if (!options.resume || !fs::exists(result.output_dir / "config.yaml"))
+    write_file_atomic(result.output_dir / "config.yaml", config_yaml(cfg));
+  Manifest manifest(result.output_dir / "manifest.json", cfg, bench.describe(), options.resume,
+                    tasks_done);
+  // Checkpoint 0, before any training: from here on `resume` can finish the run.
+  if (!options.resume)
+    write_checkpoint(result.output_dir, algo->model(), {cfg, 0, result.accuracy, {}, {}});
 
   Progress progress(options.log, algo->name(), cfg.num_tasks, cfg.epochs,
                     cfg.progress && ::isatty(STDOUT_FILENO));
+  const int first_task = tasks_done + 1;
   for (int task = first_task; task <= cfg.num_tasks; ++task) {
     algo->setup_task(task, bench.num_classes(task));
     result.costs.push_back(train_task(*algo, bench, cfg, device, task, result.curves, progress));
     for (int seen = 1; seen <= task; ++seen)
       result.accuracy.set(task, seen,
                           accuracy_of(evaluate(*algo, bench, Stage::Test, seen, device)));
+    // Results first, then the checkpoint: a kill in between redoes this task on resume and
+    // rewrites the same results.
     write_results(result, task);
-    // The checkpoint: parameters first, then the state that points at them (both atomic).
-    nn::save(algo->model(), checkpoint / "model.params");
-    write_checkpoint_state(checkpoint, {cfg, task, result.accuracy, result.costs, result.curves});
+    write_checkpoint(result.output_dir, algo->model(),
+                     {cfg, task, result.accuracy, result.costs, result.curves});
+    tasks_done = task;
+    manifest.update(tasks_done, seconds());
     progress.task_done(task, result.accuracy);
     if (options.stop_after_task > 0 && task >= options.stop_after_task) break;
   }
-
-  result.wall_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-  write_manifest(result.output_dir / "manifest.json", cfg, bench.describe(), result.wall_seconds,
-                 options.resume);
+  result.wall_seconds = seconds();
+  if (first_task > cfg.num_tasks) manifest.update(tasks_done, result.wall_seconds);
   if (options.log) *options.log << format_matrix(result.accuracy, algo->name()) << std::flush;
   return result;
 }
 
 ExperimentConfig checkpoint_config(const fs::path& output_dir) {
-  return read_checkpoint_state(output_dir / "checkpoint").config;
+  return read_checkpoint_state(checkpoint_dir(output_dir)).config;
 }
 
 std::vector<double> evaluate_checkpoint(const fs::path& output_dir, std::ostream* log) {
-  const fs::path checkpoint = output_dir / "checkpoint";
+  const fs::path checkpoint = checkpoint_dir(output_dir);
   CheckpointState state = read_checkpoint_state(checkpoint);
   const ExperimentConfig& cfg = state.config;
   const Device device = Device::parse(cfg.device);

@@ -11,8 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
+#include <sstream>
 
+#include "clarena/core/atomic_file.h"
 #include "clarena/core/errors.h"
 #include "text_format.h"
 
@@ -145,8 +146,7 @@ std::vector<double> diagonal(const AccuracyMatrix& m) {
 }
 
 void write_acc_csv(const std::filesystem::path& path, const AccuracyMatrix& m) {
-  std::ofstream out(path, std::ios::binary);  // binary: "\n" on every platform
-  if (!out) throw IOError("write_acc_csv: cannot open '" + path.string() + "' for writing");
+  std::ostringstream out;
   const int n = m.num_tasks();
   out << "after_training_task,average_accuracy";
   for (int j = 1; j <= n; ++j)
@@ -160,7 +160,7 @@ void write_acc_csv(const std::filesystem::path& path, const AccuracyMatrix& m) {
     }
     out << '\n';
   }
-  if (!out) throw IOError("write_acc_csv: failed writing '" + path.string() + "'");
+  write_file_atomic(path, out.str());
 }
 
 nlohmann::json metrics_json(const AccuracyMatrix& m,

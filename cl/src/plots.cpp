@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "clarena/core/atomic_file.h"
 #include "clarena/core/errors.h"
 #include "text_format.h"
 
@@ -57,10 +58,11 @@ std::string svg_open(double w, double h) {
 }
 
 void save(const std::filesystem::path& path, const std::string& svg, const char* who) {
-  std::ofstream out(path, std::ios::binary);
-  if (!out) throw IOError(std::string(who) + ": cannot open '" + path.string() + "' for writing");
-  out << svg;
-  if (!out) throw IOError(std::string(who) + ": failed writing '" + path.string() + "'");
+  try {
+    write_file_atomic(path, svg);  // IOError naming the file on any failure
+  } catch (const IOError& e) {
+    throw IOError(std::string(who) + ": " + e.what());
+  }
 }
 
 // ColorBrewer "Greens" (matplotlib's cmap used by CLArena's matrix plot), 9 stops.

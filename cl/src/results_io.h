@@ -1,4 +1,6 @@
-// Files a run writes besides the metrics: curves, costs, manifest, checkpoint state.
+// Files a run writes besides the metrics: curves, costs, manifest, checkpoint. Every file goes
+// through write_file_atomic (core/atomic_file.h): a kill or a full disk leaves the previous
+// file or the whole new one, and a failed write is an IOError naming the file.
 #pragma once
 
 #include <filesystem>
@@ -10,16 +12,28 @@
 #include "clarena/cl/config.h"
 #include "clarena/cl/experiment.h"
 #include "clarena/cl/metrics.h"
+#include "clarena/nn/module.h"
 
 namespace clarena::cl {
 
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
-void write_text_atomic(const std::filesystem::path& file, const std::string& text);
-
 void write_curves_csv(const std::filesystem::path& file, const std::vector<EpochRecord>& curves);
 void write_costs_csv(const std::filesystem::path& file, const std::vector<TaskCost>& costs);
-void write_manifest(const std::filesystem::path& file, const ExperimentConfig& cfg,
-                    const nlohmann::json& benchmark, double wall_seconds, bool resumed);
+
+/// manifest.json: settings, machine (build, device, CPU threads) and wall times. A new run
+/// starts it; a resume keeps the first run's record and appends itself to `resumes`. Each
+/// update() rewrites the file with the progress of this invocation.
+class Manifest {
+ public:
+  Manifest(std::filesystem::path file, const ExperimentConfig& cfg, const nlohmann::json& benchmark,
+           bool resume, int tasks_done);
+  void update(int tasks_done, double wall_seconds);
+
+ private:
+  std::filesystem::path file_;
+  nlohmann::json doc_;
+  int num_tasks_;
+  bool resume_;
+};
 
 /// The config as YAML that load_config reads back (written into every output folder).
 std::string config_yaml(const ExperimentConfig& cfg);
@@ -34,8 +48,25 @@ struct CheckpointState {
   std::vector<TaskCost> costs;
   std::vector<EpochRecord> curves;
 };
-void write_checkpoint_state(const std::filesystem::path& dir, const CheckpointState& state);
-/// Throws IOError naming the file when it is missing or malformed.
+
+/// A run's checkpoint folder, output_dir/checkpoint, holding model.params and state.json.
+/// After a kill halfway through replacing it on a file system that cannot exchange folders
+/// atomically, this is the complete previous checkpoint instead.
+std::filesystem::path checkpoint_dir(const std::filesystem::path& output_dir);
+
+/// Writes the parameters and the state into output_dir/checkpoint.tmp, makes them durable,
+/// then puts that folder in the place of output_dir/checkpoint in one atomic step: a kill at
+/// any instant leaves the previous checkpoint or this one, both whole.
+void write_checkpoint(const std::filesystem::path& output_dir, const nn::Module& model,
+                      const CheckpointState& state);
+
+/// Reads dir/state.json and checks every field (type, range, row lengths): IOError naming the
+/// file and the field when it is missing or malformed.
 CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
+
+/// Removes what a killed or failed run left behind in output_dir: the temporaries of its
+/// result files, a half-written checkpoint.tmp folder, a parked checkpoint.old (put back as
+/// the checkpoint when the new one never arrived). Only names the run itself writes.
+void remove_stale_temps(const std::filesystem::path& output_dir);
 
 }  // namespace clarena::cl

@@ -4,19 +4,15 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <string_view>
+
+#include "clarena/core/atomic_file.h"
 
 namespace clarena::nn {
 namespace {
 
 constexpr char kMagic[8] = {'C', 'L', 'R', 'N', 'P', 'A', 'R', 'M'};
 constexpr uint32_t kVersion = 1;
-
-uint64_t fnv1a(const std::string& bytes) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes)
-    h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 template <typename T>
 void put(std::string& out, T value) {
@@ -71,21 +67,9 @@ void save_tensors(const NamedTensors& tensors, const std::filesystem::path& file
     Tensor host = tensor.to(Device::cpu());
     out.append(static_cast<const char*>(host.raw()), host.nbytes());
   }
-  put<uint64_t>(out, fnv1a(out));
-
-  // Atomic: a reader sees the old file or the whole new one, never a partial write.
-  std::filesystem::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(out.data(), static_cast<std::streamsize>(out.size()));
-    f.flush();
-    if (!f) throw IOError("cannot write parameter file " + tmp.string());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec)
-    throw IOError("cannot rename " + tmp.string() + " to " + file.string() + ": " + ec.message());
+  put<uint64_t>(out, fnv1a64(out));
+  // A reader, a kill or a full disk leaves the old file or the whole new one.
+  write_file_atomic(file, out);
 }
 
 NamedTensors load_tensors(const std::filesystem::path& file) {
@@ -101,7 +85,7 @@ NamedTensors load_tensors(const std::filesystem::path& file) {
   in.take(sizeof(kMagic), "magic");
   uint64_t stored;
   std::memcpy(&stored, bytes.data() + bytes.size() - kChecksum, kChecksum);
-  if (stored != fnv1a(bytes.substr(0, bytes.size() - kChecksum)))
+  if (stored != fnv1a64(std::string_view(bytes).substr(0, bytes.size() - kChecksum)))
     throw IOError("parameter file " + file.string() +
                   ": checksum mismatch (the file is corrupted or truncated)");
   // The checksum only catches accidents (anyone can recompute it): every declared count and

@@ -2,7 +2,7 @@
 //
 // Layout (little-endian): magic "CLRNPARM", u32 version, u32 count, then per tensor:
 // u32 name length, name, u8 dtype, u32 rank, i64 dims[rank], raw data; then a u64 FNV-1a
-// checksum of everything before it. Written to a temporary file, flushed and renamed.
+// checksum of everything before it. Written with write_file_atomic (core/atomic_file.h).
 #pragma once
 
 #include <filesystem>
