@@ -32,12 +32,29 @@ struct RowLogSum {
   double sum;      // sum(exp(x - max))
 };
 
+/// The row's max (Eigen's vectorised one). With a NaN in the row it may or may not be NaN;
+/// either way the sum of exponentials is NaN, and so is everything computed from the row.
 template <typename T>
 T row_max(const T* x, int64_t cols) {
-  T mx = x[0];
-  for (int64_t c = 1; c < cols; ++c)
-    mx = x[c] > mx || x[c] != x[c] ? x[c] : mx;  // NaN wins, so it propagates
-  return mx;
+  return ConstArrayMap<T>(x, cols).maxCoeff();
+}
+
+/// sum(e) accumulated in double, in 8 interleaved lanes (vectorisable without reassociating
+/// anything: the order is fixed by the row length alone).
+template <typename T>
+double sum_in_double(const T* e, int64_t cols) {
+  constexpr int kLanes = 8;
+  double lane[kLanes] = {};
+  const int64_t full = cols - cols % kLanes;
+  for (int64_t c = 0; c < full; c += kLanes)
+    for (int j = 0; j < kLanes; ++j)
+      lane[j] += static_cast<double>(e[c + j]);
+  double sum = 0;
+  for (int64_t c = full; c < cols; ++c)
+    sum += static_cast<double>(e[c]);
+  for (int j = 0; j < kLanes; ++j)
+    sum += lane[j];
+  return sum;
 }
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -49,11 +66,8 @@ template <typename T>
 RowLogSum<T> row_logsum(const T* x, int64_t cols, T* e) {
   const T mx = row_max(x, cols);
   if (!std::isfinite(mx)) return {mx, kNaN, kNaN};  // e untouched: the caller writes NaN
-  ArrayMap<T> ev(e, cols);
-  ev = (ConstArrayMap<T>(x, cols) - mx).exp();
-  double sum = 0;
-  for (int64_t c = 0; c < cols; ++c)
-    sum += static_cast<double>(e[c]);
+  ArrayMap<T>(e, cols) = (ConstArrayMap<T>(x, cols) - mx).exp();
+  const double sum = sum_in_double(e, cols);
   return {mx, std::log(sum), sum};
 }
 
@@ -93,7 +107,7 @@ inline void check_labels(int64_t rows, int64_t cols, const int64_t* labels) {
 }
 
 /// loss = mean_r ((max_r - x_r[label]) + log_sum_r), each row's term in double; lse[r] =
-/// max_r + log_sum_r rounded to T (the backward does not need it: see cross_entropy_backward).
+/// max_r + log_sum_r rounded to T, the backward's shift (NaN for a non-finite row).
 template <typename T>
 void cross_entropy_forward(int64_t rows, int64_t cols, const T* x, const int64_t* labels, T* lse,
                            T* loss) {
@@ -109,27 +123,35 @@ void cross_entropy_forward(int64_t rows, int64_t cols, const T* x, const int64_t
   loss[0] = static_cast<T>(total / static_cast<double>(rows));
 }
 
-/// dx = g/rows * (softmax(x) - onehot(label)), with softmax = exp(x - max) / sum recomputed
-/// from the logits rather than exp(x - lse): lse rounded to T carries half an ulp of the max
-/// into every probability. The label's entry, p - 1, is formed as -(sum - e_label) / sum in
-/// double, so it keeps its digits when p is close to 1 (a loss near zero) where p - 1 would
-/// cancel them.
+/// dx = g/rows * (softmax(x) - onehot(label)), with softmax = e / sum(e), e = exp(x - lse):
+/// normalising by the sum cancels the rounding of lse to T (half an ulp of the max, which
+/// exp(x - lse) alone would carry into every probability), so only x - lse's own rounding
+/// remains, as in torch's (x - max) - log_sum. The label's entry, p - 1, is formed as
+/// -(sum - e_label) / sum in double: it keeps its digits when p is close to 1 (a loss near zero),
+/// where p - 1 would cancel them.
 template <typename T>
 void cross_entropy_backward(int64_t rows, int64_t cols, const T* x, const int64_t* labels,
-                            const T* /*lse*/, const T* grad_loss, T* dx) {
+                            const T* lse, const T* grad_loss, T* dx) {
   const double scale = static_cast<double>(grad_loss[0]) / static_cast<double>(rows);
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     T* dr = dx + r * cols;
-    const RowLogSum<T> s = row_logsum(xr, cols, dr);  // dr = exp(x - max)
-    const int64_t label = labels[r];
-    if (!std::isfinite(s.max)) {
-      std::fill_n(dr, cols, static_cast<T>(kNaN));
-      continue;
+    double sum;
+    if (std::isfinite(lse[r])) {
+      ArrayMap<T>(dr, cols) = (ConstArrayMap<T>(xr, cols) - lse[r]).exp();
+      sum = sum_in_double(dr, cols);
+    } else {  // a non-finite row (all NaN), or a logsumexp beyond T's range: shift by the max
+      const RowLogSum<T> s = row_logsum(xr, cols, dr);
+      if (!std::isfinite(s.max)) {
+        std::fill_n(dr, cols, static_cast<T>(kNaN));
+        continue;
+      }
+      sum = s.sum;
     }
+    const int64_t label = labels[r];
     const double e_label = static_cast<double>(dr[label]);
-    ArrayMap<T>(dr, cols) *= static_cast<T>(scale / s.sum);
-    dr[label] = static_cast<T>(-scale * ((s.sum - e_label) / s.sum));
+    ArrayMap<T>(dr, cols) *= static_cast<T>(scale / sum);
+    dr[label] = static_cast<T>(-scale * ((sum - e_label) / sum));
   }
 }
 
