@@ -142,6 +142,8 @@ class Backend {
   virtual void cross_entropy_forward(DType, int64_t rows, int64_t cols, const void* logits,
                                      const int64_t* labels, void* lse, void* loss) = 0;
   /// dlogits = grad_loss[0] / rows * (softmax(x) - onehot(label)); grad_loss lives on device.
+  /// softmax is exp(x - lse) divided by its own sum (so lse's rounding cancels) and the label's
+  /// entry is -(sum - e_label) / sum in double (no cancellation when the loss is near 0).
   virtual void cross_entropy_backward(DType, int64_t rows, int64_t cols, const void* logits,
                                       const int64_t* labels, const void* lse, const void* grad_loss,
                                       void* dlogits) = 0;
