@@ -357,3 +357,28 @@ TEST_F(AlgorithmTest, FixCilRecordsHeadsConcatAndLossOnly) {
     expect_all_changed(d.snap(head(task)), head_init, "CIL head " + std::to_string(task));
   }
 }
+
+// A NaN loss (here from NaN inputs) makes no update: the parameters stay bitwise as they
+// were, and the step reports the non-finite loss for the task loop to stop on.
+TEST_F(AlgorithmTest, NonFiniteLossMakesNoUpdate) {
+  for (const char* algorithm : {"finetuning", "fix"}) {
+    SCOPED_TRACE(algorithm);
+    Driver d(config(algorithm));
+    d.setup(1);
+    d.train();  // momentum buffers hold something: a step would move the weights
+    const Snapshot before = d.snap();
+    const int64_t rows = 8;
+    const Batch bad{Tensor::full({rows, d.bench.input_dim()}, std::nan("")),
+                    Tensor::zeros({rows}, DType::Int64)};
+    d.algo->on_train_epoch_start();
+    const StepStats s = d.algo->training_step(bad);
+    EXPECT_TRUE(std::isnan(s.loss));
+    EXPECT_EQ(s.samples, rows);
+    expect_identical(d.snap(), before, "after a NaN loss");
+    // Training on finite data goes on as usual.
+    const auto& idx = d.bench.indices(Stage::Train, 1);
+    const StepStats ok = d.algo->training_step(
+        d.bench.batch(Stage::Train, 1, std::span(idx).subspan(0, 8), Device::cpu()));
+    EXPECT_TRUE(std::isfinite(ok.loss));
+  }
+}

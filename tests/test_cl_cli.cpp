@@ -79,6 +79,16 @@ class CliTest : public ::testing::Test {
     return r;
   }
 
+  /// Exit `code`, a message holding every one of `parts`, and nothing written anywhere.
+  void expect_failure(const std::vector<std::string>& args, int code,
+                      const std::vector<std::string>& parts) {
+    Result r = clarena(args);
+    EXPECT_EQ(r.code, code) << r.err;
+    for (const auto& part : parts)
+      EXPECT_TRUE(Has(r.err, part));
+    EXPECT_TRUE(fs::is_empty(cwd_)) << "a refused run must write nothing";
+  }
+
   TempDir dir_;
   clarena::cl::ExperimentConfig cfg_;
   fs::path cwd_, logs_;
@@ -179,5 +189,132 @@ TEST_F(CliTest, ResumeOrEvalWithoutCheckpointFails) {
     EXPECT_EQ(r.code, 1) << command;
     EXPECT_TRUE(Has(r.err, "state.json")) << command;
     EXPECT_TRUE(fs::is_empty(cwd_)) << command;
+  }
+}
+
+// ---- Bad input of every kind: a typed error, a clear message, exit 1 (I/O, a diverged run)
+// or 2 (config), and no output folder left behind (issue 8) ----
+
+TEST_F(CliTest, NonUtf8StringsRefused) {
+  for (const std::string key : {"output_dir", "data_dir", "experiment_name"}) {
+    SCOPED_TRACE(key);
+    auto args = data_args("train");
+    args.push_back(key + "=" + (cwd_ / "run\xff").string());
+    expect_failure((args), 2, {"config key `" + key + "`", "not valid UTF-8"});
+  }
+  auto args = data_args("compare");
+  args.push_back("output_dir=run\xfe");
+  expect_failure((args), 2, {"config key `output_dir`"});
+  const fs::path yaml = logs_ / "utf8.yaml";
+  std::ofstream(yaml) << "output_dir: run\xff\n";
+  args = data_args("train");
+  args.erase(args.end() - 1);  // output_dir from the file
+  args.insert(args.begin() + 1, yaml.string());
+  expect_failure((args), 2, {"line 1", "config key `output_dir`"});
+}
+
+TEST_F(CliTest, YamlKeysThatAreListsOrMapsRefused) {
+  for (const std::string text : {"[a, b]: 1\n", "{a: 1}: 2\n", "[]:\n"}) {
+    SCOPED_TRACE(text);
+    const fs::path yaml = logs_ / "keys.yaml";
+    std::ofstream(yaml) << text;
+    auto args = data_args("train");
+    args.insert(args.begin() + 1, yaml.string());
+    expect_failure((args), 2, {yaml.string(), "line 1", "a key must be a plain name"});
+  }
+}
+
+TEST_F(CliTest, DeeplyNestedYamlRefused) {
+  const fs::path yaml = logs_ / "deep.yaml";
+  std::ofstream(yaml) << "epochs: " << std::string(100000, '[') << std::string(100000, ']') << "\n";
+  auto args = data_args("train");
+  args.insert(args.begin() + 1, yaml.string());
+  expect_failure((args), 2, {"nesting deeper than 32 levels at line 1"});
+}
+
+TEST_F(CliTest, OutputDirThatCannotBeWrittenRefused) {
+  const fs::path file = logs_ / "a_file";
+  std::ofstream(file) << "x";
+  for (const auto& [dir, why] : std::vector<std::pair<std::string, std::string>>{
+           {file.string(), "is a file, not a folder"},
+           {(file / "run").string(), "cannot be created"},
+           {"/proc/clarena_cli_test", "lies under /proc"},
+           {"/sys/clarena_cli_test", "lies under /sys"}}) {
+    for (const char* command : {"train", "compare"}) {
+      SCOPED_TRACE(dir + " " + command);
+      auto args = data_args(command);
+      args.back() = "output_dir=" + dir;
+      expect_failure((args), 1, {"output_dir '" + dir + "'", why});
+    }
+  }
+  EXPECT_EQ(read_file(file), "x");
+  if (::geteuid() != 0) {  // as root only a read-only mount refuses, and tests mount nothing
+    const fs::path locked = logs_ / "locked";
+    fs::create_directories(locked);
+    fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec);
+    auto args = data_args("train");
+    args.back() = "output_dir=" + (locked / "run").string();
+    expect_failure((args), 1, {(locked / "run").string(), "cannot be created in"});
+    fs::permissions(locked, fs::perms::owner_all);
+  }
+}
+
+TEST_F(CliTest, DataThatCannotMakeEveryTaskRefused) {
+  auto with_data = [&](const fs::path& data) {
+    auto args = data_args("train");
+    args[2] = "data_dir=" + data.string();
+    return args;
+  };
+  // No images at all.
+  const fs::path empty = dir_.path() / "empty";
+  fs::create_directories(empty);
+  for (const char* prefix : {"train", "t10k"}) {
+    clarena::cl::write_idx(empty / (std::string(prefix) + "-images-idx3-ubyte"), {0, 28, 28}, {},
+                           false);
+    clarena::cl::write_idx(empty / (std::string(prefix) + "-labels-idx1-ubyte"), {0}, {}, false);
+  }
+  expect_failure((with_data(empty)), 1,
+                 {(empty / "train-images-idx3-ubyte").string(), "holds no images"});
+  // A tiny test set of classes 0..4: task 4 is the first without a test image.
+  const fs::path tiny = dir_.path() / "tiny";
+  cl_fixture::write_synthetic_mnist(tiny, 600, 5);
+  expect_failure((with_data(tiny)), 1,
+                 {(tiny / "t10k-images-idx3-ubyte").string(), "task 4 (classes 6, 7)"});
+}
+
+TEST_F(CliTest, ValFractionLeavingLessThanABatchRefused) {
+  auto args = data_args("train");
+  args.push_back("val_fraction=0.9");
+  expect_failure((args), 2, {"val_fraction=0.9", "batch_size=32", "fewer than one batch"});
+}
+
+TEST_F(CliTest, OutOfRangeAndHugeValuesRefused) {
+  for (const std::string bad :
+       {"epochs=-1", "batch_size=0", "epochs=1e20", "batch_size=100000000000000000000",
+        "num_tasks=20", "num_tasks=1000000", "hidden_dims=[1048576,1048576]", "lr=1e400"}) {
+    SCOPED_TRACE(bad);
+    auto args = data_args("train");
+    args.push_back(bad);
+    expect_failure((args), 2, {bad.substr(0, bad.find('='))});
+  }
+}
+
+TEST_F(CliTest, DivergingRunStopsWithTaskEpochStep) {
+  // With one hidden layer, SGD at lr=10 blows up to a NaN loss within a few epochs (task 2 of
+  // the synthetic data); with two, dead ReLUs keep it finite.
+  auto args = data_args("train");
+  args.insert(args.end(), {"lr=10", "epochs=5", "hidden_dims=[32]"});
+  Result r = clarena(args);
+  EXPECT_EQ(r.code, 1) << r.err;
+  for (const char* part : {"training diverged: the loss is nan at task ", ", epoch ", ", step ",
+                           "(optimizer sgd, lr=10.0)"})
+    EXPECT_TRUE(Has(r.err, part));
+  // The last checkpoint is kept: `eval` tests it, `resume` would start from it.
+  EXPECT_TRUE(fs::exists(out() / "checkpoint" / "state.json"));
+  EXPECT_FALSE(Has(read_file(out() / "curves.csv"), "nan"));
+  if (!Has(r.err, "at task 1,")) {
+    Result e = clarena({"eval", out().string()});
+    EXPECT_EQ(e.code, 0) << e.err;
+    EXPECT_TRUE(Has(e.out, "test on task 1"));
   }
 }

@@ -309,3 +309,178 @@ TEST(Config, ResolvedDirs) {
   EXPECT_EQ(resolved_output_dir(c, 0), fs::path("/tmp/x"));
   EXPECT_EQ(resolved_data_dir(c), fs::path("/data"));
 }
+
+// ---- Refusals of hostile or malformed input (issue 8) ----
+
+TEST(Config, StringsMustBeUtf8) {
+  for (const std::string key :
+       {"output_dir", "data_dir", "experiment_name", "device", "benchmark"}) {
+    for (const std::string bad :
+         {"o\xff", "\xc0\xaf", "a\xed\xa0\x80", "x\xe2\x82", "\xf4\x90\x80\x80"}) {
+      SCOPED_TRACE(key + " " + bad);
+      const std::string msg = override_error(key + "=" + bad);
+      EXPECT_TRUE(Has(msg, "config key `" + key + "`"));
+      EXPECT_TRUE(Has(msg, "is not valid UTF-8"));
+      EXPECT_EQ(msg.find('\xff'), std::string::npos) << "the message shows bad bytes escaped";
+    }
+  }
+  EXPECT_TRUE(Has(override_error("output_dir=o\xff"), "(byte 0xff at offset 1)"));
+  EXPECT_TRUE(Has(override_error("output_dir=o\xff"), "`o\\xff`"));
+  // Well-formed UTF-8 passes; set in code, the same check runs in validate().
+  ExperimentConfig c;
+  apply_override(c, "output_dir=/tmp/r\xc3\xa9sum\xc3\xa9_\xe6\x97\xa5\xf0\x9f\x98\x80");
+  EXPECT_EQ(c.output_dir, "/tmp/r\xc3\xa9sum\xc3\xa9_\xe6\x97\xa5\xf0\x9f\x98\x80");
+  EXPECT_NO_THROW(validate(c));
+  c.output_dir = "out\xff";
+  EXPECT_TRUE(Has(config_error([&] { validate(c); }), "config key `output_dir`"));
+  EXPECT_NO_THROW(to_json(ExperimentConfig{}).dump());
+}
+
+TEST(Config, StringsRefuseControlCharacters) {
+  EXPECT_TRUE(Has(override_error(std::string("output_dir=a\x01") + "b"), "control character"));
+  ExperimentConfig c;
+  c.data_dir = std::string("a\0b", 3);  // a NUL would cut the path short
+  EXPECT_TRUE(Has(config_error([&] { validate(c); }), "config key `data_dir`"));
+}
+
+TEST(Config, HugeValuesRefused) {
+  EXPECT_TRUE(Has(override_error("epochs=1e20"), "config key `epochs`"));
+  EXPECT_TRUE(Has(override_error("epochs=100000000000000000000"), "config key `epochs`"));
+  EXPECT_TRUE(Has(override_error("batch_size=99999999999"), "config key `batch_size`"));
+  EXPECT_TRUE(Has(override_error("num_tasks=1001"), "config key `num_tasks`"));
+  EXPECT_TRUE(Has(override_error("seed=18446744073709551616"), "config key `seed`"));
+  EXPECT_TRUE(Has(override_error("lr=1e400"), "config key `lr`"));
+  EXPECT_TRUE(
+      Has(override_error("hidden_dims=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,"
+                         "20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,"
+                         "41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,"
+                         "62,63,64,65]"),
+          "got 65 elements; expected a non-empty list of integers in [1, 1048576] (at most 64)"));
+  EXPECT_TRUE(Has(override_error("class_order=[0,1,2,3,4,5,6,7,8,9,0]"), "(at most 10)"));
+  // A model beyond 2^30 parameters is refused before anything is allocated.
+  const std::string msg = validate_error({"hidden_dims=[1048576,1048576]"});
+  EXPECT_TRUE(Has(msg, "config key `hidden_dims`: [1048576,1048576]"));
+  EXPECT_TRUE(Has(msg, "parameters"));
+  EXPECT_TRUE(Has(validate_error({"benchmark=permuted", "num_tasks=1000", "algorithm=independent",
+                                  "hidden_dims=[2048]"}),
+                  "algorithm=independent, benchmark=permuted, num_tasks=1000"));
+  EXPECT_NO_THROW({
+    ExperimentConfig c;
+    apply_override(c, "hidden_dims=[1048576]");
+    validate(c);
+  });
+  EXPECT_TRUE(Has(validate_error({"num_tasks=20"}), "valid num_tasks: 1, 2, 5, 10"));
+}
+
+TEST_F(YamlTest, KeysMustBePlainNames) {
+  for (const auto& [text, kind] :
+       std::vector<std::pair<std::string, std::string>>{{"epochs: 1\n[a, b]: 1\n", "got a list"},
+                                                        {"{a: 1}: 2\n", "got a mapping"},
+                                                        {"[]:\n", "got a list"},
+                                                        {"~: 1\n", "got an empty (null) key"},
+                                                        {"? [a]\n: 1\n", "got a list"}}) {
+    SCOPED_TRACE(text);
+    const fs::path p = write(text);
+    const std::string msg = config_error([&] { load_config(p); });
+    EXPECT_TRUE(Has(msg, p.string()));
+    EXPECT_TRUE(Has(msg, "a key must be a plain name such as `epochs`, " + kind));
+    EXPECT_TRUE(Has(msg, "valid keys: experiment_name"));
+  }
+  EXPECT_TRUE(Has(config_error([&] { load_config(write("epochs: 1\n[a, b]: 1\n")); }), "line 2"));
+}
+
+TEST_F(YamlTest, DeepNestingRefusedBeforeParsing) {
+  const std::string limit = "nesting deeper than 32 levels at line ";
+  const std::string flow = "a: " + std::string(100000, '[') + std::string(100000, ']') + "\n";
+  std::string msg = config_error([&] { load_config(write(flow)); });
+  EXPECT_TRUE(Has(msg, limit + "1, column 35"));
+  std::string maps = "a: ";
+  for (int i = 0; i < 100000; ++i)
+    maps += "{a: ";
+  EXPECT_TRUE(Has(config_error([&] { load_config(write(maps + "\n")); }), limit + "1"));
+  std::string dashes;
+  for (int i = 0; i < 100000; ++i)
+    dashes += "- ";
+  EXPECT_TRUE(Has(config_error([&] { load_config(write("x:\n" + dashes + "1\n")); }), limit + "2"));
+  std::string block;  // block mappings, one level per line
+  for (int i = 0; i < 40; ++i)
+    block += std::string(static_cast<size_t>(i), ' ') + "k" + std::to_string(i) + ":\n";
+  msg = config_error([&] { load_config(write(block)); });
+  EXPECT_TRUE(Has(msg, limit + "33"));
+  EXPECT_FALSE(Has(msg, "bad file"));
+  // Brackets in comments and quoted text are not nesting.
+  const std::string many(60, '[');
+  const ExperimentConfig c =
+      load_config(write("# " + many + "\ndata_dir: \"" + many + "\"  # " + many +
+                        "\noutput_dir: '" + many + "''{'\nhidden_dims: [8, 4]\n"));
+  EXPECT_EQ(c.data_dir, many);
+  EXPECT_EQ(c.output_dir, many + "'{");
+  EXPECT_EQ(c.hidden_dims, (std::vector<int64_t>{8, 4}));
+}
+
+TEST_F(YamlTest, OversizedFileRefused) {
+  const std::string msg =
+      config_error([&] { load_config(write("# " + std::string(1 << 20, 'x') + "\nepochs: 1\n")); });
+  EXPECT_TRUE(Has(msg, "a config file is at most 1048576 bytes"));
+}
+
+TEST_F(YamlTest, CrlfAndUtf8ValuesLoad) {
+  const ExperimentConfig c = load_config(write("epochs: 3\r\noutput_dir: r\xc3\xa9sultats\r\n"));
+  EXPECT_EQ(c.epochs, 3);
+  EXPECT_EQ(c.output_dir, "r\xc3\xa9sultats");
+}
+
+TEST_F(YamlTest, NonUtf8ValueNamesKeyAndLine) {
+  const fs::path p = write("epochs: 1\noutput_dir: out\xff\n");
+  std::string msg;
+  try {
+    load_config(p);
+  } catch (const ConfigError& e) {
+    msg = e.what();
+  }
+  // yaml-cpp may refuse the byte itself; either way a ConfigError naming the file.
+  EXPECT_TRUE(Has(msg, p.string()));
+  if (!Has(msg, "YAML error")) {
+    EXPECT_TRUE(Has(msg, "line 2"));
+    EXPECT_TRUE(Has(msg, "config key `output_dir`"));
+  }
+  const fs::path q = write("output_dir: \"a\\0b\"\n");
+  EXPECT_TRUE(Has(config_error([&] { load_config(q); }), "control character"));
+}
+
+// ---- check_output_dir ----
+
+TEST_F(YamlTest, OutputDirChecks) {
+  auto io_error = [](const fs::path& dir) -> std::string {
+    try {
+      check_output_dir(dir);
+    } catch (const clarena::IOError& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "no IOError for " << dir;
+    return "";
+  };
+  const fs::path file = dir_ / "a_file";
+  std::ofstream(file) << "x";
+  EXPECT_TRUE(Has(io_error(file), "output_dir '" + file.string() + "' is a file, not a folder"));
+  EXPECT_TRUE(Has(io_error(file / "sub" / "run"), "'" + file.string() + "' is a file"));
+  EXPECT_TRUE(
+      Has(io_error("/proc/clarena_out"), "output_dir '/proc/clarena_out' lies under /proc"));
+  EXPECT_TRUE(Has(io_error("/sys/clarena_out"), "lies under /sys"));
+  EXPECT_TRUE(Has(io_error("/proc/self"), "lies under /proc"));
+  fs::create_directories(dir_ / "run");
+  std::ofstream(dir_ / "run" / "checkpoint") << "x";
+  EXPECT_TRUE(Has(io_error(dir_ / "run"), "where the checkpoint folder goes"));
+  // Fine: a new nested folder (nothing is created) and an existing empty one.
+  EXPECT_NO_THROW(check_output_dir(dir_ / "new" / "deeper"));
+  EXPECT_FALSE(fs::exists(dir_ / "new"));
+  fs::create_directories(dir_ / "empty");
+  EXPECT_NO_THROW(check_output_dir(dir_ / "empty"));
+  if (::geteuid() != 0) {  // root writes anywhere but on read-only mounts
+    fs::create_directories(dir_ / "locked");
+    fs::permissions(dir_ / "locked", fs::perms::owner_read | fs::perms::owner_exec);
+    EXPECT_TRUE(Has(io_error(dir_ / "locked" / "run"), "cannot be created in"));
+    EXPECT_TRUE(Has(io_error(dir_ / "locked"), "cannot be written"));
+    fs::permissions(dir_ / "locked", fs::perms::owner_all);
+  }
+}

@@ -10,7 +10,10 @@
 #include <set>
 
 #include "clarena/cl/benchmark_mapping.h"
+#include "clarena/cl/data.h"
 #include "clarena/cl/idx.h"
+#include "clarena/cl/metrics.h"
+#include "clarena/cl/plots.h"
 #include "clarena/core/errors.h"
 
 namespace fs = std::filesystem;
@@ -44,6 +47,11 @@ class IdxTest : public ::testing::Test {
         .write(reinterpret_cast<const char*>(bytes.data()),
                static_cast<std::streamsize>(bytes.size()));
     return p;
+  }
+
+  std::string read_raw_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
 
   std::vector<uint8_t> read_raw(const fs::path& p) {
@@ -405,4 +413,127 @@ TEST(DataOrder, EpochOrderIsSeededPerTaskAndEpoch) {
   EXPECT_NE(epoch_order(500, 42, 1, 1), a);
   EXPECT_NE(epoch_order(500, 42, 2, 0), a);
   EXPECT_NE(epoch_order(500, 43, 1, 0), a);
+}
+
+// ---- Data that cannot make every task, and outputs at many tasks (issue 8) ----
+
+TEST_F(IdxTest, LoadSplitZeroImagesNamesFile) {
+  write_split("train", 0, {}, false);
+  const std::string msg = io_error([&] { load_idx_split(dir_, true); });
+  EXPECT_TRUE(Has(msg, (dir_ / "train-images-idx3-ubyte").string()));
+  EXPECT_TRUE(Has(msg, "holds no images (dims [0, 2, 3])"));
+}
+
+TEST_F(IdxTest, LoadSplitZeroPixelImages) {
+  write_idx(dir_ / "train-images-idx3-ubyte", {4, 0, 3}, {}, false);
+  write_idx(dir_ / "train-labels-idx1-ubyte", {4}, {0, 1, 2, 3}, false);
+  EXPECT_TRUE(Has(io_error([&] { load_idx_split(dir_, true); }), "images of 0x3 pixels"));
+}
+
+TEST_F(IdxTest, LoadSplitDataDirIsAFile) {
+  const fs::path file = write_raw("not_a_folder", {1, 2, 3});
+  const std::string msg = io_error([&] { load_idx_split(file, true); });
+  EXPECT_TRUE(Has(msg, "data folder '" + file.string() + "' is not a folder"));
+}
+
+namespace {
+
+// A Split benchmark over 2x3-pixel images written by write_split into `dir`.
+ExperimentConfig tiny_config(const fs::path& dir, int num_tasks = 5) {
+  ExperimentConfig cfg;
+  cfg.dataset = "mnist";
+  cfg.data_dir = dir.string();
+  cfg.num_tasks = num_tasks;
+  cfg.hidden_dims = {8};
+  cfg.batch_size = 4;
+  cfg.progress = false;
+  validate(cfg);
+  return cfg;
+}
+
+std::vector<uint8_t> cycling_labels(int64_t n, int classes) {
+  std::vector<uint8_t> labels(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    labels[static_cast<size_t>(i)] = static_cast<uint8_t>(i % classes);
+  return labels;
+}
+
+}  // namespace
+
+TEST_F(IdxTest, BenchmarkTaskWithoutTrainingImagesNamesFileAndTask) {
+  write_split("train", 60, cycling_labels(60, 6), false);  // classes 6..9 missing
+  write_split("t10k", 20, cycling_labels(20, 10), false);
+  const std::string msg = io_error([&] { CLBenchmark bench(tiny_config(dir_)); });
+  EXPECT_TRUE(Has(msg, (dir_ / "train-images-idx3-ubyte").string()));
+  EXPECT_TRUE(Has(msg, "none of its 60 images is a training image of task 4 (classes 6, 7)"));
+}
+
+TEST_F(IdxTest, BenchmarkTaskWithoutTestImagesNamesFileAndTask) {
+  write_split("train", 100, cycling_labels(100, 10), false);
+  write_split("t10k", 5, cycling_labels(5, 10), false);  // a tiny test set: classes 0..4
+  std::string msg = io_error([&] { CLBenchmark bench(tiny_config(dir_)); });
+  EXPECT_TRUE(Has(msg, (dir_ / "t10k-images-idx3-ubyte").string()));
+  EXPECT_TRUE(Has(msg, "none of its 5 images is a test image of task 4 (classes 6, 7)"));
+  msg = io_error([&] { CLBenchmark bench(tiny_config(dir_, 10)); });
+  EXPECT_TRUE(Has(msg, "test image of task 6 (class 5)"));
+}
+
+TEST_F(IdxTest, BenchmarkValFractionLeavingLessThanABatchRefused) {
+  write_split("train", 100, cycling_labels(100, 10), false);  // 20 images per task
+  write_split("t10k", 20, cycling_labels(20, 10), false);
+  ExperimentConfig cfg = tiny_config(dir_);
+  cfg.batch_size = 16;
+  cfg.val_fraction = 0.5;
+  std::string msg;
+  try {
+    CLBenchmark bench(cfg);
+  } catch (const ConfigError& e) {
+    msg = e.what();
+  }
+  EXPECT_TRUE(Has(msg,
+                  "config keys `val_fraction` / `batch_size`: val_fraction=0.5 leaves task 1 "
+                  "(classes 0, 1) 10 of its 20 training images, fewer than one batch "
+                  "(batch_size=16)"));
+  cfg.val_fraction = 0.1;  // 18 training images: a batch and a bit
+  EXPECT_NO_THROW(CLBenchmark{cfg});
+  cfg.val_fraction = 0;  // a data set smaller than one batch is no val_fraction's doing
+  cfg.batch_size = 64;
+  EXPECT_NO_THROW(CLBenchmark{cfg});
+}
+
+TEST_F(IdxTest, HeatmapStaysSmallAtManyTasks) {
+  auto filled = [](int n) {
+    AccuracyMatrix m(n);
+    for (int i = 1; i <= n; ++i)
+      for (int j = 1; j <= i; ++j)
+        m.set(i, j, ((i * 7 + j * 3) % 100) / 100.0);
+    return m;
+  };
+  auto count = [](const std::string& s, const std::string& part) {
+    size_t k = 0;
+    for (size_t at = s.find(part); at != std::string::npos; at = s.find(part, at + 1))
+      ++k;
+    return k;
+  };
+  // Up to 50 tasks, a cell per pair of tasks, as before.
+  write_heatmap_svg(dir_ / "h50.svg", filled(50), "Finetuning: accuracy");
+  std::string s = read_raw_text(dir_ / "h50.svg");
+  EXPECT_EQ(count(s, "<rect"), 50u * 51u / 2u + 3u);  // cells, background, frame, colour bar
+  EXPECT_TRUE(Has(s, ">50</text>"));
+  EXPECT_FALSE(Has(s, "block"));
+  EXPECT_LT(s.size(), 1'000'000u);
+  // 300 tasks: blocks of 6 x 6 tasks, each the mean of its cells.
+  write_heatmap_svg(dir_ / "h300.svg", filled(300), "Finetuning: accuracy");
+  s = read_raw_text(dir_ / "h300.svg");
+  EXPECT_LT(s.size(), 1'000'000u) << s.size() << " bytes";
+  EXPECT_EQ(count(s, "<rect"), 50u * 51u / 2u + 3u);
+  EXPECT_TRUE(Has(s, "each cell: mean over a block of 6 x 6 tasks (300 tasks)"));
+  EXPECT_TRUE(Has(s, ">295-300</text>"));
+  EXPECT_TRUE(Has(s, "</svg>\n"));
+  AccuracyMatrix one(300);  // a single value: every non-empty block shows it
+  one.set(1, 1, 0.25);
+  write_heatmap_svg(dir_ / "one.svg", one, "t");
+  EXPECT_EQ(count(read_raw_text(dir_ / "one.svg"), ">0.250<"), 1u);
+  write_heatmap_svg(dir_ / "h1000.svg", filled(1000), "Finetuning: accuracy");
+  EXPECT_LT(fs::file_size(dir_ / "h1000.svg"), 1'000'000u);
 }

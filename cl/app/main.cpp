@@ -7,9 +7,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "clarena/cl/config.h"
 #include "clarena/cl/experiment.h"
@@ -20,6 +24,8 @@ namespace {
 using namespace clarena;
 using namespace clarena::cl;
 
+// Exit codes: 0 done, 1 a failure (I/O, device, a diverged run), 2 a refused config or usage.
+constexpr int kFailure = 1;
 constexpr int kUsageError = 2;
 
 /// A YAML file (any argument ending in .yaml/.yml) followed by key=value overrides.
@@ -74,13 +80,19 @@ void print_summary(const std::vector<RunResult>& runs, const std::vector<double>
 /// transfer is measured against (CLArena's definition); a summary side by side.
 int run_compare(ExperimentConfig cfg) {
   const auto root = resolved_output_dir(cfg, std::time(nullptr));
-  std::vector<RunResult> runs;
+  check_output_dir(root);
+  // Every run's config is checked before the first one starts.
+  std::vector<ExperimentConfig> configs;
   for (const char* algorithm : {"finetuning", "fix", "independent"}) {
     ExperimentConfig one = cfg;
     one.algorithm = algorithm;
     one.output_dir = (root / algorithm).string();
-    runs.push_back(run_experiment(one, {.log = &std::cout}));
+    validate(one);
+    configs.push_back(one);
   }
+  std::vector<RunResult> runs;
+  for (const ExperimentConfig& one : configs)
+    runs.push_back(run_experiment(one, {.log = &std::cout}));
   const std::vector<double> reference = diagonal(runs.back().accuracy);
   runs.pop_back();
   for (const auto& r : runs)
@@ -115,10 +127,7 @@ void keep_buffers_in_the_heap() {
 #endif
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  keep_buffers_in_the_heap();
+int run(int argc, char** argv) {
   CLI::App app{
       "clarena: continual learning (Finetuning, Fix, ...) on a from-scratch C++ engine.\n"
       "Without a command it runs the built-in default: `compare` on Split Fashion-MNIST."};
@@ -142,24 +151,46 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kUsageError;
   }
 
-  try {
-    if (*train) {
-      run_experiment(resolve_config(args), {.log = &std::cout});
-    } else if (*resume) {
-      ExperimentConfig cfg = checkpoint_config(dir);
-      cfg.output_dir = dir;
-      run_experiment(cfg, {.resume = true, .log = &std::cout});
-    } else if (*eval) {
-      evaluate_checkpoint(dir, &std::cout);
-    } else {
-      return run_compare(resolve_config(args));
-    }
-  } catch (const ConfigError& e) {
-    std::cerr << "clarena: " << e.what() << "\n";
-    return kUsageError;
-  } catch (const Error& e) {
-    std::cerr << "clarena: " << e.what() << "\n";
-    return 1;
+  if (*train) {
+    run_experiment(resolve_config(args), {.log = &std::cout});
+  } else if (*resume) {
+    ExperimentConfig cfg = checkpoint_config(dir);
+    cfg.output_dir = dir;
+    validate(cfg);  // the folder name is a string setting too (UTF-8, no control characters)
+    run_experiment(cfg, {.resume = true, .log = &std::cout});
+  } else if (*eval) {
+    evaluate_checkpoint(dir, &std::cout);
+  } else {
+    return run_compare(resolve_config(args));
   }
   return 0;
+}
+
+}  // namespace
+
+// Every error ends here as a message and an exit code: nothing escapes as an abort.
+int main(int argc, char** argv) {
+  keep_buffers_in_the_heap();
+  auto fail = [](int code, const std::string& what) {
+    std::cout << std::flush;
+    std::cerr << "clarena: " << what << "\n";
+    return code;
+  };
+  try {
+    return run(argc, argv);
+  } catch (const ConfigError& e) {
+    return fail(kUsageError, e.what());
+  } catch (const Error& e) {
+    return fail(kFailure, e.what());
+  } catch (const std::filesystem::filesystem_error& e) {
+    return fail(kFailure, std::string("file system error: ") + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    return fail(kFailure, std::string("JSON error: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(kFailure, "out of host memory");
+  } catch (const std::exception& e) {
+    return fail(kFailure, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return fail(kFailure, "internal error: unknown exception");
+  }
 }

@@ -1,6 +1,7 @@
 #include "clarena/cl/algorithms.h"
 
 #include <chrono>
+#include <cmath>
 
 #include "clarena/core/autograd.h"
 #include "clarena/core/ops.h"
@@ -90,7 +91,11 @@ StepStats CLAlgorithm::training_step(const Batch& batch) {
   Tensor loss = cross_entropy(logits, batch.y);
   s.forward_s = seconds_since(start, device_);
   s.nodes = autograd::stats().nodes_recorded;
-  if (loss.requires_grad()) {  // false when nothing trains (Fix with freeze_heads)
+  s.loss = loss.item();
+  // No gradient when nothing trains (Fix with freeze_heads). A NaN or infinite loss (a
+  // diverged run) must not reach the parameters either: no update, and the task loop stops
+  // the run on the non-finite s.loss.
+  if (loss.requires_grad() && std::isfinite(s.loss)) {
     start = Clock::now();
     optimizer_->zero_grad();
     loss.backward();
@@ -100,7 +105,6 @@ StepStats CLAlgorithm::training_step(const Batch& batch) {
     s.optimizer_s = seconds_since(start, device_);
   }
   s.saved_bytes = autograd::stats().peak_saved_bytes;
-  s.loss = loss.item();
   s.correct = count_correct(logits, batch.y);
   s.samples = batch.y.numel();
   return s;

@@ -1,11 +1,17 @@
 #include "clarena/cl/config.h"
 
+#include <unistd.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
@@ -16,6 +22,17 @@
 
 namespace clarena::cl {
 namespace {
+
+namespace fs = std::filesystem;
+
+// A config is a few dozen `key: value` lines: bigger or deeper files are refused before
+// yaml-cpp (whose parser recurses once per level) sees them.
+constexpr size_t kMaxConfigBytes = size_t{1} << 20;
+constexpr int kMaxYamlDepth = 32;
+// The largest model the config may ask for: 2^30 float32 parameters (4 GiB).
+constexpr double kMaxParameters = double(int64_t{1} << 30);
+constexpr int64_t kNominalInputs = 28 * 28;  // MNIST-format images
+constexpr int64_t kClassesPerDataset = 10;
 
 template <typename T>
 using Member = T ExperimentConfig::*;
@@ -43,6 +60,86 @@ std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
   for (const auto& s : v)
     out += (out.empty() ? "" : sep) + s;
   return out;
+}
+
+// Offset of the first byte of `s` that is not well-formed UTF-8 (overlong forms, surrogates
+// and code points past U+10FFFF included), or npos when all of it is.
+size_t invalid_utf8_at(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1Fu, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0Fu, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07u, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+// `s` with control bytes and bytes that break UTF-8 shown as \xNN, for messages.
+std::string printable(const std::string& s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t bad = invalid_utf8_at(s.substr(i));
+    const size_t good = bad == std::string::npos ? s.size() - i : bad;
+    for (size_t k = i; k < i + good; ++k) {
+      const auto c = static_cast<unsigned char>(s[k]);
+      if (c < 0x20 || c == 0x7F) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\x%02x", c);
+        out += hex;
+      } else {
+        out += s[k];
+      }
+    }
+    i += good;
+    if (i < s.size()) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(s[i]));
+      out += hex;
+      ++i;
+    }
+  }
+  return out;
+}
+
+// String settings end up in paths, JSON files and messages: refuse bytes that are not UTF-8
+// (JSON cannot hold them) and control characters (a NUL would cut a path short).
+void check_text(const std::string& key, const std::string& value) {
+  const size_t bad = invalid_utf8_at(value);
+  if (bad != std::string::npos) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(value[bad]));
+    refuse(key, "value `" + printable(value) + "` is not valid UTF-8 (byte " + hex + " at offset " +
+                    std::to_string(bad) + "); use a UTF-8 text or path");
+  }
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7F) {
+      refuse(key, "value `" + printable(value) + "` holds a control character at offset " +
+                      std::to_string(i) + "; use printable text");
+    }
+  }
 }
 
 template <typename T>
@@ -118,13 +215,17 @@ Field bool_field(std::string key, Member<bool> m, std::string help) {
 
 Field string_field(std::string key, Member<std::string> m, std::string rule, std::string help,
                    std::function<void(const ExperimentConfig&)> check) {
-  return {key,
-          "string",
-          rule,
-          help,
-          [m](ExperimentConfig& c, const std::string& v) { c.*m = trim(v); },
-          check,
-          [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
+  auto checked = [key, m, check](const ExperimentConfig& c) {
+    check_text(key, c.*m);
+    check(c);
+  };
+  auto parse = [key, m](ExperimentConfig& c, const std::string& v) {
+    check_text(key, v);
+    c.*m = trim(v);
+  };
+  return {key, "string", rule, help, parse, checked, [m](const ExperimentConfig& c) {
+            return nlohmann::json(c.*m);
+          }};
 }
 
 Field choice_field(std::string key, Member<std::string> m, std::vector<std::string> choices,
@@ -139,11 +240,15 @@ Field choice_field(std::string key, Member<std::string> m, std::vector<std::stri
 }
 
 Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, int64_t hi,
-                 bool allow_empty, const std::string& example, std::string help) {
+                 bool allow_empty, size_t max_len, const std::string& example, std::string help) {
   const std::string rule = std::string(allow_empty ? "" : "non-empty ") + "list of integers in [" +
-                           std::to_string(lo) + ", " + std::to_string(hi) + "], like " + example;
+                           std::to_string(lo) + ", " + std::to_string(hi) + "] (at most " +
+                           std::to_string(max_len) + "), like " + example;
   auto check = [=](const ExperimentConfig& c) {
     if (!allow_empty && (c.*m).empty()) refuse(key, "expected a " + rule + ", got []");
+    if ((c.*m).size() > max_len) {
+      refuse(key, "got " + std::to_string((c.*m).size()) + " elements; expected a " + rule);
+    }
     for (int64_t x : c.*m) {
       if (x < lo || x > hi) {
         refuse(key, "element " + std::to_string(x) + " out of range; expected a " + rule);
@@ -213,7 +318,7 @@ const std::vector<Field>& fields() {
                    [](const C&) {}),
       int_field<int>("num_tasks", &C::num_tasks, 1, 1000,
                      "number of tasks (split: must divide the 10 classes)"),
-      list_field("class_order", &C::class_order, 0, 9, true, "[9,8,7,6,5,4,3,2,1,0]",
+      list_field("class_order", &C::class_order, 0, 9, true, 10, "[9,8,7,6,5,4,3,2,1,0]",
                  "order of classes before splitting into tasks; [] = label order (split only)"),
       choice_field("scenario", &C::scenario, {"til", "cil"},
                    "til: a head per task; cil: one head over all classes seen"),
@@ -228,7 +333,7 @@ const std::vector<Field>& fields() {
       float_field("lr", &C::lr, 0.0, true, 10.0, false, "learning rate"),
       float_field("momentum", &C::momentum, 0.0, false, 1.0, true, "SGD momentum"),
       float_field("weight_decay", &C::weight_decay, 0.0, false, 1.0, false, "L2 weight decay"),
-      list_field("hidden_dims", &C::hidden_dims, 1, 1 << 20, false, "[256,128]",
+      list_field("hidden_dims", &C::hidden_dims, 1, 1 << 20, false, 64, "[256,128]",
                  "MLP backbone hidden sizes"),
       bool_field("batch_norm", &C::batch_norm, "batch norm after each hidden layer"),
       float_field("val_fraction", &C::val_fraction, 0.0, false, 1.0, true,
@@ -256,7 +361,7 @@ const Field& find_field(const std::string& key) {
   for (const Field& f : fields()) {
     if (f.key == key) return f;
   }
-  throw ConfigError("unknown config key `" + key + "`; valid keys: " + join(keys()));
+  throw ConfigError("unknown config key `" + printable(key) + "`; valid keys: " + join(keys()));
 }
 
 void set_value(ExperimentConfig& cfg, const std::string& key, const std::string& value) {
@@ -280,18 +385,133 @@ std::string node_text(const std::string& key, const YAML::Node& node) {
   refuse(key, "expected a value or a list, got a mapping");
 }
 
+std::string node_kind(const YAML::Node& node) {
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a mapping";
+  if (node.IsNull()) return "an empty (null) key";
+  return "a node that is not a plain value";
+}
+
+[[noreturn]] void too_deep(const std::string& name, int depth, size_t line, size_t column) {
+  throw ConfigError("config file '" + name + "': nesting deeper than " + std::to_string(depth) +
+                    " levels at line " + std::to_string(line) + ", column " +
+                    std::to_string(column) +
+                    "; a config holds `key: value` lines whose values are plain values or "
+                    "lists of them");
+}
+
+// Refuses YAML nested deeper than kMaxYamlDepth before the (recursive) parser sees it. The
+// depth of a line is its open block indentation levels, its compact entries ("- - x") and
+// the flow brackets open at that point, quoted text and comments left out: an upper bound
+// that only a file far from a config (which needs 2 levels) can reach.
+void check_nesting(const std::string& text, const std::string& name) {
+  std::vector<size_t> indents;  // indentation of the block levels open at this line
+  int flow = 0;                 // open [ and {
+  char quote = 0;               // ' or " inside a quoted scalar (which may span lines)
+  size_t line_no = 1;
+  for (size_t pos = 0; pos <= text.size(); ++line_no) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    size_t i = 0;
+    int block = static_cast<int>(indents.size());
+    const size_t indent = line.find_first_not_of(' ');
+    if (flow == 0 && quote == 0 && indent != std::string_view::npos && line[indent] != '#') {
+      while (!indents.empty() && indents.back() >= indent)
+        indents.pop_back();
+      indents.push_back(indent);
+      block = static_cast<int>(indents.size());
+      i = indent;
+      while (i < line.size() && (line[i] == '-' || line[i] == '?') &&
+             (i + 1 == line.size() || line[i + 1] == ' ' || line[i + 1] == '\t')) {
+        ++block;
+        i = std::min(line.size(), line.find_first_not_of(" \t", i + 1));
+      }
+    }
+    if (block + flow > kMaxYamlDepth) too_deep(name, kMaxYamlDepth, line_no, i + 1);
+    for (; i < line.size(); ++i) {
+      const char ch = line[i];
+      if (quote) {
+        if (quote == '"' && ch == '\\') {
+          ++i;
+        } else if (ch == quote) {
+          if (quote == '\'' && i + 1 < line.size() && line[i + 1] == '\'') {
+            ++i;
+          } else {
+            quote = 0;
+          }
+        }
+        continue;
+      }
+      const char before = i == 0 ? ' ' : line[i - 1];
+      const bool token_start = before == ' ' || before == '\t' || before == '[' || before == '{' ||
+                               before == ',' || before == ':';
+      if (ch == '#' && (before == ' ' || before == '\t')) break;
+      if ((ch == '"' || ch == '\'') && token_start) {
+        quote = ch;
+      } else if (ch == '[' || ch == '{') {
+        if (block + ++flow > kMaxYamlDepth) too_deep(name, kMaxYamlDepth, line_no, i + 1);
+      } else if ((ch == ']' || ch == '}') && flow > 0) {
+        --flow;
+      }
+    }
+  }
+}
+
+std::string read_config_text(const fs::path& file) {
+  const std::string name = file.string();
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    throw IOError("config file '" + name + "' does not exist or is not a file");
+  }
+  auto too_big = [&](uintmax_t bytes) {
+    throw ConfigError("config file '" + name + "' holds " + std::to_string(bytes) +
+                      " bytes; a config file is at most " + std::to_string(kMaxConfigBytes) +
+                      " bytes of `key: value` lines");
+  };
+  const uintmax_t size = fs::file_size(file, ec);
+  if (!ec && size > kMaxConfigBytes) too_big(size);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw IOError("config file '" + name + "' cannot be read: " + std::strerror(errno));
+  std::string text;
+  char buf[1 << 14];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes) too_big(text.size());
+  }
+  if (in.bad()) throw IOError("config file '" + name + "': read error");
+  return text;
+}
+
+// Parameters of the largest model `cfg` builds: a backbone (one per task for Independent)
+// on MNIST-sized inputs and heads over every class of every task.
+double model_parameters(const ExperimentConfig& cfg) {
+  double backbone = 0;
+  double in = static_cast<double>(kNominalInputs);
+  for (int64_t h : cfg.hidden_dims) {
+    backbone += in * static_cast<double>(h) + static_cast<double>(h);
+    in = static_cast<double>(h);
+  }
+  const double backbones = cfg.algorithm == "independent" ? cfg.num_tasks : 1;
+  const double classes =
+      static_cast<double>(kClassesPerDataset) * (cfg.benchmark == "permuted" ? cfg.num_tasks : 1);
+  return backbone * backbones + classes * (in + 1);
+}
+
 }  // namespace
 
 ExperimentConfig load_config(const std::filesystem::path& yaml_file) {
   const std::string name = yaml_file.string();
-  if (!std::filesystem::is_regular_file(yaml_file)) {
-    throw IOError("config file '" + name + "' does not exist or is not a file");
-  }
+  const std::string text = read_config_text(yaml_file);
+  check_nesting(text, name);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(name);
-  } catch (const YAML::BadFile&) {
-    throw IOError("config file '" + name + "' cannot be read");
+    root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {  // not reached after check_nesting; kept as a guard
+    too_deep(name, e.depth() - 1, static_cast<size_t>(e.mark.line + 1),
+             static_cast<size_t>(e.mark.column + 1));
   } catch (const YAML::Exception& e) {
     throw ConfigError("config file '" + name + "': YAML error at line " +
                       std::to_string(e.mark.line + 1) + ", column " +
@@ -304,9 +524,14 @@ ExperimentConfig load_config(const std::filesystem::path& yaml_file) {
   }
   std::set<std::string> seen;
   for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
-    const std::string where =
-        "config file '" + name + "', line " + std::to_string(kv.first.Mark().line + 1) + ": ";
+    const YAML::Mark mark = kv.first.Mark().is_null() ? kv.second.Mark() : kv.first.Mark();
+    const std::string where = "config file '" + name + "', line " +
+                              (mark.is_null() ? "?" : std::to_string(mark.line + 1)) + ": ";
+    if (!kv.first.IsScalar()) {
+      throw ConfigError(where + "a key must be a plain name such as `epochs`, got " +
+                        node_kind(kv.first) + "; valid keys: " + join(keys()));
+    }
+    const std::string key = kv.first.Scalar();
     try {
       if (!seen.insert(key).second) refuse(key, "given twice");
       set_value(cfg, key, node_text(key, kv.second));
@@ -352,6 +577,19 @@ void validate(const ExperimentConfig& cfg) {
     refuse("class_order",
            "applies only to benchmark=split; leave it [] for benchmark=" + cfg.benchmark);
   }
+  const double parameters = model_parameters(cfg);
+  if (parameters > kMaxParameters) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.3g", parameters);
+    std::string msg = "[";
+    for (size_t i = 0; i < cfg.hidden_dims.size(); ++i)
+      msg.append(i ? "," : "").append(std::to_string(cfg.hidden_dims[i]));
+    msg.append("] with algorithm=").append(cfg.algorithm).append(", benchmark=");
+    msg.append(cfg.benchmark).append(", num_tasks=").append(std::to_string(cfg.num_tasks));
+    msg.append(" makes a model of about ").append(count).append(" parameters on 28x28 images; ");
+    msg.append("at most ").append(std::to_string(static_cast<int64_t>(kMaxParameters)));
+    refuse("hidden_dims", msg.append(" (4 GiB of float32) are allowed"));
+  }
 }
 
 nlohmann::json to_json(const ExperimentConfig& cfg) {
@@ -386,6 +624,45 @@ std::string settings_help() {
 std::filesystem::path resolved_data_dir(const ExperimentConfig& cfg) {
   if (!cfg.data_dir.empty()) return cfg.data_dir;
   return kFashionMnistDir;
+}
+
+void check_output_dir(const std::filesystem::path& dir) {
+  const std::string name = dir.string();
+  auto fail = [&](const std::string& what) -> void {
+    throw IOError("output_dir '" + name + "' " + what);
+  };
+  if (dir.empty()) fail("is empty");
+  std::error_code ec;
+  fs::path abs = fs::absolute(dir, ec);
+  if (!ec) abs = fs::weakly_canonical(abs, ec);  // symbolic links of existing parts resolved
+  if (ec) fail("cannot be resolved: " + ec.message());
+  auto part = abs.begin();
+  if (part != abs.end()) ++part;  // past the root
+  if (part != abs.end() && (*part == "proc" || *part == "sys")) {
+    const std::string resolved = abs == dir ? "" : " (as '" + abs.string() + "')";
+    fail("lies under /" + part->string() + resolved +
+         ", a kernel file system that cannot hold results; choose a folder on a disk");
+  }
+  // The deepest part that exists: the folder itself, or the parent its folders go under.
+  fs::path existing = abs;
+  while (!fs::exists(fs::status(existing, ec)) && existing.has_relative_path())
+    existing = existing.parent_path();
+  if (!fs::is_directory(fs::status(existing, ec))) {
+    if (existing == abs) fail("is a file, not a folder");
+    fail("cannot be created: '" + existing.string() + "' is a file, not a folder");
+  }
+  if (::access(existing.c_str(), W_OK | X_OK) != 0) {
+    const std::string why = std::strerror(errno);
+    if (existing == abs) fail("cannot be written: " + why);
+    fail("cannot be created in '" + existing.string() + "': " + why);
+  }
+  if (existing == abs) {
+    const fs::path checkpoint = abs / "checkpoint";
+    const auto st = fs::status(checkpoint, ec);
+    if (fs::exists(st) && !fs::is_directory(st)) {
+      fail("holds a file '" + checkpoint.string() + "' where the checkpoint folder goes");
+    }
+  }
 }
 
 std::filesystem::path resolved_output_dir(const ExperimentConfig& cfg, std::time_t now) {

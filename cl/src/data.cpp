@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "text_format.h"
+
 namespace clarena::cl {
 namespace {
 constexpr int kPermutedClasses = 10;
@@ -56,10 +58,43 @@ CLBenchmark::CLBenchmark(const ExperimentConfig& cfg)
     for (int64_t p : val_pos)
       stages[1].push_back(pool[p]);
     stages[2] = in_task(test_);
+    check_task(cfg, task, pool.size(), stages);
     if (cfg.max_train_samples_per_task > 0 &&
         static_cast<int64_t>(stages[0].size()) > cfg.max_train_samples_per_task)
       stages[0].resize(static_cast<size_t>(cfg.max_train_samples_per_task));
     indices_.push_back(std::move(stages));
+  }
+}
+
+std::string CLBenchmark::task_name(int task) const {
+  std::string name = "task " + std::to_string(task);
+  if (permuted_) return name;
+  const auto& classes = split_.classes_per_task[static_cast<size_t>(task - 1)];
+  name += classes.size() == 1 ? " (class " : " (classes ";
+  for (size_t i = 0; i < classes.size(); ++i)
+    name.append(i ? ", " : "").append(std::to_string(classes[i]));
+  return name + ")";
+}
+
+void CLBenchmark::check_task(const ExperimentConfig& cfg, int task, size_t pool,
+                             const std::array<std::vector<int64_t>, 3>& stages) const {
+  if (pool == 0) {
+    throw IOError("IDX file '" + train_.images_file.string() + "': none of its " +
+                  std::to_string(train_.num) + " images is a training image of " + task_name(task) +
+                  "; every task needs images of its classes");
+  }
+  if (stages[2].empty()) {
+    throw IOError("IDX file '" + test_.images_file.string() + "': none of its " +
+                  std::to_string(test_.num) + " images is a test image of " + task_name(task) +
+                  "; every task needs images of its classes");
+  }
+  const size_t train = stages[0].size(), batch = static_cast<size_t>(cfg.batch_size);
+  if (cfg.val_fraction > 0 && train < batch) {
+    throw ConfigError("config keys `val_fraction` / `batch_size`: val_fraction=" +
+                      detail::format_repr(cfg.val_fraction) + " leaves " + task_name(task) + " " +
+                      std::to_string(train) + " of its " + std::to_string(pool) +
+                      " training images, fewer than one batch (batch_size=" +
+                      std::to_string(cfg.batch_size) + "); lower val_fraction or batch_size");
   }
 }
 

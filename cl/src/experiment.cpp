@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <ostream>
@@ -14,6 +15,7 @@
 #include "clarena/nn/serialize.h"
 #include "progress.h"
 #include "results_io.h"
+#include "text_format.h"
 
 namespace clarena::cl {
 namespace fs = std::filesystem;
@@ -43,6 +45,18 @@ double accuracy_of(const StepStats& s) {
   return s.samples ? static_cast<double>(s.correct) / static_cast<double>(s.samples) : 0;
 }
 
+/// A NaN or infinite training loss stops the run; the checkpoint of the last finished task
+/// stays as it is.
+[[noreturn]] void throw_diverged(const ExperimentConfig& cfg, int task, int epoch, int64_t step,
+                                 int64_t steps, double loss) {
+  throw ValueError("training diverged: the loss is " + detail::format_repr(loss) + " at task " +
+                   std::to_string(task) + ", epoch " + std::to_string(epoch) + ", step " +
+                   std::to_string(step) + " of " + std::to_string(steps) + " (optimizer " +
+                   cfg.optimizer + ", lr=" + detail::format_repr(cfg.lr) +
+                   "); the run stopped, the checkpoint of the last finished task is kept; "
+                   "try a smaller lr");
+}
+
 /// Trains the current task for the configured epochs; appends curves, returns its cost.
 TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const ExperimentConfig& cfg,
                     Device device, int task, std::vector<EpochRecord>& curves, Progress& progress) {
@@ -62,6 +76,8 @@ TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const Experimen
       const int64_t size = std::min<int64_t>(cfg.batch_size, n - start);
       Batch batch = bench.batch(Stage::Train, task, std::span(order).subspan(start, size), device);
       StepStats s = algo.training_step(batch);
+      if (!std::isfinite(s.loss))
+        throw_diverged(cfg, task, epoch, step + 1, steps_per_epoch, s.loss);
       loss_sum += s.loss * static_cast<double>(s.samples);
       correct += s.correct;
       seen += s.samples;
@@ -121,6 +137,7 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
   result.algorithm = algo->name();
   result.accuracy = AccuracyMatrix(cfg.num_tasks);
   result.output_dir = resolved_output_dir(cfg, std::time(nullptr));
+  check_output_dir(result.output_dir);  // IOError naming the path, before anything is written
   int tasks_done = 0;
   if (options.resume) {
     // Read and check everything before writing anything: a refused resume changes nothing.

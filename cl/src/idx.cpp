@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -51,6 +52,12 @@ std::string dims_str(const std::vector<int64_t>& dims) {
 }
 
 std::vector<uint8_t> read_bytes(const fs::path& path) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > kMaxIdxBytes) {
+    fail(path, "holds " + std::to_string(size) + " bytes; an IDX file is at most " +
+                   std::to_string(kMaxIdxBytes));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open (missing or unreadable)");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
@@ -69,7 +76,13 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const fs::path& path
   size_t produced = 0;
   auto consumed = [&] { return std::to_string(in.size() - zs.avail_in); };
   for (;;) {
-    if (produced == out.size()) out.resize(out.size() * 2);
+    if (produced >= kMaxIdxBytes) {
+      inflateEnd(&zs);
+      fail(path, "decompresses to more than " + std::to_string(kMaxIdxBytes) +
+                     " bytes (at compressed byte offset " + consumed() +
+                     "); an IDX file is at most that large");
+    }
+    if (produced == out.size()) out.resize(std::min<size_t>(out.size() * 2, kMaxIdxBytes + 1));
     zs.next_out = out.data() + produced;
     zs.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - produced, 1u << 30));
     const uInt avail_before = zs.avail_out;
@@ -214,7 +227,9 @@ void write_idx(const fs::path& path, const std::vector<int64_t>& dims,
 
 IdxDataset load_idx_split(const fs::path& dir, bool train, int64_t num_classes) {
   if (!fs::is_directory(dir)) {
-    throw IOError("data folder '" + dir.string() + "' does not exist: " + kDataHint);
+    const bool exists = fs::exists(dir);
+    throw IOError("data folder '" + dir.string() + "' " +
+                  (exists ? "is not a folder" : "does not exist") + ": " + kDataHint);
   }
   const std::string prefix = train ? "train" : "t10k";
   const fs::path images_path = find_file(dir, prefix + "-images-idx3-ubyte");
@@ -228,6 +243,15 @@ IdxDataset load_idx_split(const fs::path& dir, bool train, int64_t num_classes) 
   if (labels.dims.size() != 1) {
     fail(labels_path, "labels must have 1 dim (count), got " + dims_str(labels.dims));
   }
+  if (images.dims[0] == 0) {
+    fail(images_path, "holds no images (dims " + dims_str(images.dims) +
+                          "); a data folder needs at least one image per task");
+  }
+  if (images.dims[1] == 0 || images.dims[2] == 0) {
+    fail(images_path, "images of " + std::to_string(images.dims[1]) + "x" +
+                          std::to_string(images.dims[2]) + " pixels hold nothing (dims " +
+                          dims_str(images.dims) + ")");
+  }
   if (images.dims[0] != labels.dims[0]) {
     throw IOError("IDX files disagree: '" + images_path.string() + "' holds " +
                   std::to_string(images.dims[0]) + " images but '" + labels_path.string() +
@@ -238,6 +262,8 @@ IdxDataset load_idx_split(const fs::path& dir, bool train, int64_t num_classes) 
   out.rows = images.dims[1];
   out.cols = images.dims[2];
   out.images = std::move(images.data);
+  out.images_file = images_path;
+  out.labels_file = labels_path;
   out.labels.reserve(labels.data.size());
   for (size_t i = 0; i < labels.data.size(); ++i) {
     const int64_t label = labels.data[i];

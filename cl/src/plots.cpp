@@ -89,6 +89,8 @@ std::string greens(double v) {
   return hex(rgb);
 }
 
+constexpr int kHeatmapMaxCells = 50;
+
 constexpr const char* kPalette[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
@@ -97,31 +99,54 @@ constexpr const char* kPalette[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
 void write_heatmap_svg(const std::filesystem::path& path, const AccuracyMatrix& m,
                        const std::string& title) {
   const int n = m.num_tasks();
-  const double cell = 64, left = 96, top = 56, grid = n * cell;
+  // Past kHeatmapMaxCells tasks a cell is the mean of a block x block square of tasks, so
+  // the file stays under ~1 MB at any task count.
+  const int block = (n + kHeatmapMaxCells - 1) / kHeatmapMaxCells;
+  const int cells = (n + block - 1) / block;
+  auto first = [&](int k) { return (k - 1) * block + 1; };  // first task of cell k
+  auto last = [&](int k) { return std::min(n, k * block); };
+  const double cell = 64, left = 96, top = 56, grid = cells * cell;
   const double bar_x = left + grid + 24, height = top + grid + 64;
   // Wide enough for the title (about 11 px per bold 18 px character).
   const double width = std::max(bar_x + 72, 11.0 * static_cast<double>(title.size()) + 40);
   std::string s = svg_open(width, height);
   s += text(width / 2, 30, title, 18, "middle", " font-weight=\"bold\"");
-  for (int i = 1; i <= n; ++i) {
-    for (int j = 1; j <= i; ++j) {
-      const double x = left + (j - 1) * cell, y = top + (i - 1) * cell;
-      const auto v = m.get(i, j);
+  if (block > 1) {
+    s += text(width / 2, 48,
+              "each cell: mean over a block of " + std::to_string(block) + " x " +
+                  std::to_string(block) + " tasks (" + std::to_string(n) + " tasks)",
+              12, "middle");
+  }
+  for (int bi = 1; bi <= cells; ++bi) {
+    for (int bj = 1; bj <= bi; ++bj) {
+      double sum = 0;
+      int count = 0;
+      for (int i = first(bi); i <= last(bi); ++i) {
+        for (int j = first(bj); j <= std::min(i, last(bj)); ++j) {
+          if (const auto v = m.get(i, j)) sum += *v, ++count;
+        }
+      }
+      const double x = left + (bj - 1) * cell, y = top + (bi - 1) * cell;
+      const double mean = count ? sum / count : 0.0;
       s += "<rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" + num(cell) + "\" height=\"" +
-           num(cell) + "\" fill=\"" + (v ? greens(*v) : "#eeeeee") + "\" stroke=\"#ffffff\"/>\n";
-      if (v) {
-        const char* ink = *v > 0.6 ? "#ffffff" : "#000000";
-        s += text(x + cell / 2, y + cell / 2 + 5, format_fixed(*v, 3), 14, "middle",
+           num(cell) + "\" fill=\"" + (count ? greens(mean) : "#eeeeee") +
+           "\" stroke=\"#ffffff\"/>\n";
+      if (count) {
+        const char* ink = mean > 0.6 ? "#ffffff" : "#000000";
+        s += text(x + cell / 2, y + cell / 2 + 5, format_fixed(mean, 3), 14, "middle",
                   std::string(" fill=\"") + ink + "\"");
       }
     }
   }
   s += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(grid) +
        "\" height=\"" + num(grid) + "\" fill=\"none\" stroke=\"#444444\"/>\n";
-  for (int k = 1; k <= n; ++k) {
+  for (int k = 1; k <= cells; ++k) {
     const double c = (k - 0.5) * cell;
-    s += text(left + c, top + grid + 18, std::to_string(k), 13, "middle");
-    s += text(left - 8, top + c + 5, std::to_string(k), 13, "end");
+    const std::string label = first(k) == last(k)
+                                  ? std::to_string(first(k))
+                                  : std::to_string(first(k)) + "-" + std::to_string(last(k));
+    s += text(left + c, top + grid + 18, label, block > 1 ? 11 : 13, "middle");
+    s += text(left - 8, top + c + 5, label, block > 1 ? 11 : 13, "end");
   }
   s += text(left + grid / 2, top + grid + 44, "test on task j", 14, "middle");
   const double ylab_x = 34, ylab_y = top + grid / 2;

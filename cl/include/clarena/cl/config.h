@@ -47,16 +47,19 @@ struct ExperimentConfig {
   bool progress = true;
 };
 
-/// Reads a YAML mapping of settings over the defaults, then validates. Unknown keys, bad
-/// values and YAML syntax errors throw ConfigError naming the file (and line); a missing or
-/// unreadable file throws clarena::IOError.
+/// Reads a YAML mapping of settings over the defaults, then validates. Unknown keys, keys
+/// that are lists or mappings, bad values, YAML syntax errors, files over 1 MiB and nesting
+/// deeper than 32 levels (checked before parsing) throw ConfigError naming the file (and
+/// line); a missing or unreadable file throws clarena::IOError.
 ExperimentConfig load_config(const std::filesystem::path& yaml_file);
 
 /// Applies one `key=value` override (lists as `[256,128]`), checking the value's type and
-/// range. Cross-key rules are left to validate().
+/// range (strings must be UTF-8 without control characters). Cross-key rules are left to
+/// validate().
 void apply_override(ExperimentConfig& cfg, const std::string& key_eq_value);
 
-/// Checks every value and the rules that tie keys together; throws ConfigError.
+/// Checks every value and the rules that tie keys together (including a cap of 2^30 model
+/// parameters); throws ConfigError.
 void validate(const ExperimentConfig& cfg);
 
 /// All settings as a JSON object keyed like the YAML file.
@@ -67,6 +70,11 @@ std::string settings_help();
 
 /// data_dir, or Debian's Fashion-MNIST folder when it is empty and dataset=fashion_mnist.
 std::filesystem::path resolved_data_dir(const ExperimentConfig& cfg);
+
+/// Throws clarena::IOError naming the path when `dir` cannot be a run's output folder: it or
+/// a parent is a file, it lies under /proc or /sys, or the folder (or its nearest existing
+/// parent) is not writable (read-only mount, no permission). Creates nothing.
+void check_output_dir(const std::filesystem::path& dir);
 
 /// output_dir, or outputs/<experiment_name>_<YYYYmmdd-HHMMSS> (local time `now`).
 std::filesystem::path resolved_output_dir(const ExperimentConfig& cfg, std::time_t now);

@@ -4,6 +4,7 @@
 #include <array>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ enum class Stage { Train, Validation, Test };
 
 /// The tasks of one benchmark: which samples each task holds in each stage and how they
 /// become batches. Images stay as bytes; a batch is normalised and permuted as it is built.
+/// The constructor throws clarena::IOError naming the file and task when a task has no
+/// training or no test image, and ConfigError when val_fraction leaves a task fewer
+/// training images than one batch.
 class CLBenchmark {
  public:
   explicit CLBenchmark(const ExperimentConfig& cfg);
@@ -42,6 +46,9 @@ class CLBenchmark {
  private:
   const IdxDataset& dataset(Stage stage) const { return stage == Stage::Test ? test_ : train_; }
   int64_t train_label(int task, int64_t original) const;
+  std::string task_name(int task) const;  // "task 3 (classes 4, 5)"
+  void check_task(const ExperimentConfig& cfg, int task, size_t pool,
+                  const std::array<std::vector<int64_t>, 3>& stages) const;
 
   bool permuted_;
   Scenario scenario_;
