@@ -1,33 +1,66 @@
 // bench_kernels: the backend's kernels on their own. GEMM at the training step's exact shapes
-// (GFLOP/s, next to Eigen's GEMM called directly on the CPU), and the element-wise, reduction
-// and cross-entropy kernels in GB/s next to a plain copy of the same bytes (the bandwidth
-// ceiling), on every available device.
+// (GFLOP/s, next to Eigen's GEMM called directly on the CPU), and the element-wise, reduction,
+// optimizer and cross-entropy kernels in GB/s next to a plain copy of the same bytes (the
+// bandwidth ceiling), on every available device.
+//
+// Timing: Backend::time_ms, i.e. CUDA events around the work on the GPU (no host clock), a
+// steady clock around synchronisations on the CPU. Each iteration runs the kernel `reps` times
+// back to back between one pair of events. Streaming rows report (on the device's clock, not
+// the CPU time benchmark also prints):
+//   GB/s       bytes read + written per second (the bytes each kernel must move, counted below)
+//   pct_copy   that over the device-to-device copy bandwidth measured at start-up, in %
+//   pct_4800   (CUDA) that over the H200's datasheet bandwidth of 4.8 TB/s, in %
+//
+// With CLARENA_REQUIRE_CUDA=1 and no usable device, prints the reason and exits with status 3
+// (bench/gpu_check.sh treats that as "no device").
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 
 #include "clarena/clarena.h"
 #include "clarena/kernels/backend.h"
+#ifdef CLARENA_HAS_CUDA
+#include "clarena/kernels/cuda_backend.h"
+#endif
 
 namespace clarena::bench {
 namespace {
 
 using kernels::Backend;
 
-/// Times `body` per iteration on `device`, synchronising so GPU time is counted.
-void timed(benchmark::State& state, Backend& be, const std::function<void()>& body) {
-  body();
+constexpr double kH200Bandwidth = 4.8e12;  // bytes/s, datasheet
+
+/// Measured device-copy bandwidth (bytes read + written per second), per device type; set in
+/// main before the benchmarks run.
+double& copy_bandwidth(Device device) {
+  static double measured[2] = {0, 0};
+  return measured[device.is_cpu() ? 0 : 1];
+}
+
+/// Times `body` (run `reps` times back to back) per iteration on the backend's clock; returns
+/// the mean seconds per call.
+double timed(benchmark::State& state, Backend& be, const std::function<void()>& body,
+             int reps = 1) {
+  body();  // warm-up: first-touch allocations, module load
   be.synchronize();
+  double total = 0;
+  int64_t calls = 0;
   for (auto _ : state) {
-    auto start = std::chrono::steady_clock::now();
-    body();
-    be.synchronize();
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    const double ms = be.time_ms([&] {
+      for (int r = 0; r < reps; ++r)
+        body();
+    });
+    state.SetIterationTime(ms * 1e-3 / reps);
+    total += ms * 1e-3;
+    calls += reps;
   }
+  return calls > 0 ? total / static_cast<double>(calls) : 0;
 }
 
 Tensor random(const Shape& shape, Device device, uint64_t seed = 1) {
@@ -56,9 +89,12 @@ void gemm_ours(benchmark::State& state, GemmShape s, Device device) {
   Tensor a = random({s.ta ? s.k : s.m, s.ta ? s.m : s.k}, device, 1);
   Tensor b = random({s.tb ? s.n : s.k, s.tb ? s.k : s.n}, device, 2);
   Tensor c = Tensor::empty({s.m, s.n}, DType::Float32, device);
-  timed(state, be, [&] {
-    be.gemm(DType::Float32, s.ta, s.tb, s.m, s.n, s.k, 1.0, a.raw(), b.raw(), 0.0, c.raw());
-  });
+  timed(
+      state, be,
+      [&] {
+        be.gemm(DType::Float32, s.ta, s.tb, s.m, s.n, s.k, 1.0, a.raw(), b.raw(), 0.0, c.raw());
+      },
+      device.is_cpu() ? 1 : 20);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.m * s.n * s.k * 1e-9 * state.iterations(),
                                                  benchmark::Counter::kIsRate);
 }
@@ -85,43 +121,68 @@ void gemm_eigen(benchmark::State& state, GemmShape s) {
                                                  benchmark::Counter::kIsRate);
 }
 
-/// A memory-bound kernel over n floats moving `bytes_per_element` per element.
-void streaming(benchmark::State& state, Device device, const std::string& kernel) {
-  const int64_t n = state.range(0), cols = 1024, rows = n / cols;
+/// A memory-bound kernel over n floats laid out [n / cols, cols], moving the bytes counted in
+/// `moved` (each input read once, each output written once).
+void streaming(benchmark::State& state, Device device, const std::string& kernel, int64_t cols) {
+  const int64_t n = state.range(0), rows = n / cols;
   Backend& be = kernels::backend_for(device);
   Tensor x = random({rows, cols}, device, 1), y = random({rows, cols}, device, 2);
-  Tensor out = Tensor::empty({rows, cols}, DType::Float32, device);
+  Tensor out = random({rows, cols}, device, 4);
   Tensor row = random({cols}, device, 3), lse = Tensor::empty({rows}, DType::Float32, device);
   Tensor loss = Tensor::empty({}, DType::Float32, device),
          one = Tensor::ones({}, DType::Float32, device);
-  std::vector<int64_t> label_values(static_cast<size_t>(rows), 3);
+  std::vector<int64_t> label_values(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    label_values[static_cast<size_t>(r)] = (r * 7) % cols;
   Tensor labels = Tensor::from_vector(label_values, {rows}, device);
-  Tensor momentum = Tensor::zeros({rows, cols}, DType::Float32, device);
+  Tensor m1 = Tensor::zeros({rows, cols}, DType::Float32, device);
+  Tensor m2 = Tensor::ones({rows, cols}, DType::Float32, device);
   double moved = 0;  // bytes read + written per call
   std::function<void()> body;
-  const double f = 4.0 * static_cast<double>(n);
+  const double f = 4.0 * static_cast<double>(rows * cols);
   if (kernel == "copy") {
     body = [&] { be.copy(out.raw(), x.raw(), x.nbytes()); };
     moved = 2 * f;
+  } else if (kernel == "fill") {
+    body = [&] { be.fill(DType::Float32, rows * cols, 0.5, out.raw()); };
+    moved = f;
   } else if (kernel == "add") {
     body = [&] {
-      be.binary(kernels::Binary::Add, kernels::Broadcast::None, DType::Float32, 1, n, x.raw(),
-                y.raw(), out.raw());
+      be.binary(kernels::Binary::Add, kernels::Broadcast::None, DType::Float32, 1, rows * cols,
+                x.raw(), y.raw(), out.raw());
     };
     moved = 3 * f;
+  } else if (kernel == "add_row") {  // [rows, cols] + [cols]
+    body = [&] {
+      be.binary(kernels::Binary::Add, kernels::Broadcast::RowB, DType::Float32, rows, cols, x.raw(),
+                row.raw(), out.raw());
+    };
+    moved = 2 * f;
+  } else if (kernel == "axpby") {
+    body = [&] { be.axpby(DType::Float32, rows * cols, 0.5, x.raw(), 0.9, out.raw()); };
+    moved = 3 * f;
+  } else if (kernel == "relu_forward") {
+    body = [&] {
+      be.unary_forward(kernels::Unary::Relu, DType::Float32, rows * cols, x.raw(), out.raw());
+    };
+    moved = 2 * f;
   } else if (kernel == "bias_relu") {
     body = [&] { be.bias_relu(DType::Float32, rows, cols, row.raw(), out.raw()); };
     moved = 2 * f;
   } else if (kernel == "relu_backward") {
     body = [&] {
-      be.unary_backward(kernels::Unary::Relu, DType::Float32, n, x.raw(), y.raw(), out.raw());
+      be.unary_backward(kernels::Unary::Relu, DType::Float32, rows * cols, x.raw(), y.raw(),
+                        out.raw());
     };
     moved = 3 * f;
   } else if (kernel == "sum_rows") {  // the bias-gradient column reduction
     body = [&] { be.reduce_sum(DType::Float32, 1, rows, cols, 1.0, x.raw(), 0.0, row.raw()); };
     moved = f;
   } else if (kernel == "sum_all") {
-    body = [&] { be.reduce_sum(DType::Float32, 1, n, 1, 1.0, x.raw(), 0.0, loss.raw()); };
+    body = [&] { be.reduce_sum(DType::Float32, 1, rows * cols, 1, 1.0, x.raw(), 0.0, loss.raw()); };
+    moved = f;
+  } else if (kernel == "expand_rows") {  // the backward of sum_rows
+    body = [&] { be.expand(DType::Float32, 1, rows, cols, 1.0, row.raw(), out.raw()); };
     moved = f;
   } else if (kernel == "xent_forward") {
     body = [&] {
@@ -135,13 +196,60 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
                                 lse.raw(), one.raw(), out.raw());
     };
     moved = 2 * f;
+  } else if (kernel == "xent_fwd_bwd") {  // the fused pair of a training step
+    body = [&] {
+      be.cross_entropy_forward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(),
+                               lse.raw(), loss.raw());
+      be.cross_entropy_backward(DType::Float32, rows, cols, x.raw(), labels.data<int64_t>(),
+                                lse.raw(), loss.raw(), out.raw());
+    };
+    moved = 3 * f;  // the logits read by each, the gradient written
+  } else if (kernel == "batch_norm_train") {
+    body = [&] {
+      be.batch_norm_train(DType::Float32, rows, cols, x.raw(), nullptr, nullptr, 1e-5, 0.1, nullptr,
+                          nullptr, out.raw(), row.raw(), lse.raw());
+    };
+    moved = 2 * f;
   } else if (kernel == "sgd_momentum") {
     kernels::SGDParams p{.lr = 0.01, .momentum = 0.9, .first_step = false};
-    body = [&] { be.sgd_update(DType::Float32, n, out.raw(), x.raw(), momentum.raw(), p); };
+    body = [&, p] { be.sgd_update(DType::Float32, rows * cols, out.raw(), x.raw(), m1.raw(), p); };
     moved = 5 * f;
+  } else if (kernel == "adam") {
+    kernels::AdamParams p{.step = 3};
+    body = [&, p] {
+      be.adam_update(DType::Float32, rows * cols, out.raw(), x.raw(), m1.raw(), m2.raw(), p);
+    };
+    moved = 7 * f;
+  } else {
+    state.SkipWithError(("unknown kernel " + kernel).c_str());
+    return;
   }
-  timed(state, be, body);
+  const double seconds = timed(state, be, body, device.is_cpu() ? 1 : 10);
   state.SetBytesProcessed(static_cast<int64_t>(moved) * state.iterations());
+  if (seconds <= 0) return;
+  const double rate = moved / seconds;  // bytes per second, on the device's clock
+  state.counters["GB/s"] = rate * 1e-9;
+  if (copy_bandwidth(device) > 0)
+    state.counters["pct_copy"] = 100.0 * rate / copy_bandwidth(device);
+  if (device.is_cuda()) state.counters["pct_4800"] = 100.0 * rate / kH200Bandwidth;
+}
+
+/// Measures the device's copy bandwidth once (bytes read + written per second).
+double measure_copy_bandwidth(Device device, int64_t n) {
+  Backend& be = kernels::backend_for(device);
+  Tensor a = random({n}, device, 1), b = Tensor::empty({n}, DType::Float32, device);
+  be.copy(b.raw(), a.raw(), a.nbytes());
+  be.synchronize();
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const double ms = be.time_ms([&] {
+      for (int r = 0; r < 10; ++r)
+        be.copy(b.raw(), a.raw(), a.nbytes());
+    });
+    const double bw = 2.0 * static_cast<double>(a.nbytes()) * 10 / (ms * 1e-3);
+    if (bw > best) best = bw;
+  }
+  return best;
 }
 
 void register_all() {
@@ -159,23 +267,62 @@ void register_all() {
               gemm_eigen, s)
               ->UseManualTime();
       }
-    // 64M elements on the GPU (the size), 4M on the CPU (past its caches, quick).
+    // 64M elements on the GPU (256 MB per buffer: far past the 60 MB L2), 4M on the CPU.
     const int64_t n = device.is_cpu() ? (int64_t(1) << 22) : (int64_t(1) << 26);
-    for (const char* kernel : {"copy", "add", "bias_relu", "relu_backward", "sum_rows", "sum_all",
-                               "xent_forward", "xent_backward", "sgd_momentum"})
-      benchmark::RegisterBenchmark(("BM_Stream/" + dev + "/" + kernel).c_str(), streaming, device,
-                                   std::string(kernel))
-          ->Arg(n)
-          ->UseManualTime();
+    struct Kernel {
+      const char* name;
+      int64_t cols;
+    };
+    for (const Kernel& k :
+         {Kernel{"copy", 1024},      {"fill", 1024},         {"add", 1024},
+          {"add_row", 1024},         {"add_row", 10},        {"axpby", 1024},
+          {"relu_forward", 1024},    {"bias_relu", 1024},    {"bias_relu", 10},
+          {"relu_backward", 1024},   {"sum_rows", 1024},     {"sum_rows", 10},
+          {"sum_all", 1024},         {"expand_rows", 1024},  {"xent_forward", 1024},
+          {"xent_backward", 1024},   {"xent_fwd_bwd", 1024}, {"xent_fwd_bwd", 10},
+          {"batch_norm_train", 256}, {"sgd_momentum", 1024}, {"adam", 1024}}) {
+      const std::string name = "BM_Stream/" + dev + "/" + k.name + "/c" + std::to_string(k.cols);
+      benchmark::RegisterBenchmark(name.c_str(), streaming, device, std::string(k.name), k.cols)
+          ->Arg(n / k.cols * k.cols)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
   }
+}
+
+bool require_cuda() {
+  const char* v = std::getenv("CLARENA_REQUIRE_CUDA");
+  return v && *v && std::strcmp(v, "0") != 0;
 }
 
 }  // namespace
 }  // namespace clarena::bench
 
 int main(int argc, char** argv) {
-  clarena::bench::register_all();
+  using namespace clarena;
+  if (bench::require_cuda() && !cuda_is_available()) {
+#ifdef CLARENA_HAS_CUDA
+    std::printf("bench_kernels: no CUDA device (CLARENA_REQUIRE_CUDA=1): %s\n",
+                kernels::cuda_probe().message.c_str());
+#else
+    std::printf("bench_kernels: no CUDA device (CLARENA_REQUIRE_CUDA=1): built without CUDA\n");
+#endif
+    return 3;
+  }
   benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  bench::register_all();
+  // The copy ceilings, measured once: 64M floats on the GPU, 4M on the CPU.
+  bench::copy_bandwidth(Device::cpu()) = bench::measure_copy_bandwidth(Device::cpu(), 1 << 22);
+  if (cuda_is_available()) {
+    bench::copy_bandwidth(Device::cuda(0)) =
+        bench::measure_copy_bandwidth(Device::cuda(0), int64_t{1} << 26);
+    std::printf("measured device copy: %.1f GB/s (read + write), %.1f%% of 4.8 TB/s\n",
+                bench::copy_bandwidth(Device::cuda(0)) * 1e-9,
+                100.0 * bench::copy_bandwidth(Device::cuda(0)) / bench::kH200Bandwidth);
+  }
+  std::printf("measured cpu copy: %.1f GB/s (read + write)\n",
+              bench::copy_bandwidth(Device::cpu()) * 1e-9);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
 }

@@ -11,10 +11,13 @@ the last one included), a Linear head, mean cross-entropy, SGD(lr=0.01, momentum
            frozen        backbone.requires_grad_(False); only the head is trained
            forward_only  torch.no_grad(): forward + loss
 
-Each configuration runs `--warmup` steps, then `--steps` steps each bracketed by CUDA events
-(no host sync inside the loop); the median step time is reported, with TF32 off (default, to
-match our engine's default) and, with --tf32 both, also with TF32 on. Writes a table to stdout and
+Timed as bench_step times our engine: after `--warmup` steps, `--groups` groups of `--group`
+steps run back to back, each group between one pair of CUDA events (no host sync inside a
+group); the figure is the median over the groups of the group's time per step. TF32 is off by
+default (our engine's default; `--tf32 on|both` adds TF32 rows). Writes a table to stdout and
 JSON to --json (default $OUT/torch_step.json when OUT is set).
+
+Exit status: 0 measured; 3 no CUDA device visible to PyTorch; 4 PyTorch not installed.
 """
 import argparse
 import json
@@ -25,9 +28,9 @@ import sys
 try:
     import torch
     import torch.nn.functional as F
-except ImportError:  # pragma: no cover - the GPU machine has torch
+except ImportError:
     print("torch_step.py: PyTorch is not installed; nothing measured")
-    sys.exit(0)
+    sys.exit(4)
 
 MODELS = {
     "default": ([784, 256, 256], 10),
@@ -48,7 +51,7 @@ class Mlp(torch.nn.Module):
         return self.head(self.backbone(x))
 
 
-def time_config(model_name, batch, mode, steps, warmup, device):
+def time_config(model_name, batch, mode, groups, group, warmup, device):
     widths, classes = MODELS[model_name]
     torch.manual_seed(0)
     model = Mlp(widths, classes).to(device)
@@ -72,34 +75,36 @@ def time_config(model_name, batch, mode, steps, warmup, device):
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
-    for i in range(steps):
-        starts[i].record()
-        step()
-        ends[i].record()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(groups)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(groups)]
+    for g in range(groups):
+        starts[g].record()
+        for _ in range(group):
+            step()
+        ends[g].record()
     torch.cuda.synchronize()
-    times_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    return statistics.median(times_ms)
+    return statistics.median(s.elapsed_time(e) / group for s, e in zip(starts, ends))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--groups", type=int, default=10)
+    ap.add_argument("--group", type=int, default=10, help="steps per timed group")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--tf32", choices=("off", "on", "both"), default="both")
+    ap.add_argument("--tf32", choices=("off", "on", "both"), default="off")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("torch_step.py: no CUDA device visible to PyTorch; nothing measured")
-        return 0
+        return 3
     device = torch.device("cuda")
     out_dir = os.environ.get("OUT")
     json_path = args.json or (os.path.join(out_dir, "torch_step.json") if out_dir else None)
     tf32_settings = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
 
-    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
-          f"median of {args.steps} steps after {args.warmup} warm-up steps (CUDA events)")
+    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(0)}, ms per step: median "
+          f"of {args.groups} groups of {args.group} back-to-back steps after {args.warmup} "
+          f"warm-up steps (CUDA events)")
     print(f"{'model':8} {'batch':>6} {'tf32':>4} {'trainable ms':>13} {'frozen ms':>10} "
           f"{'fwd-only ms':>12} {'frozen/train':>13}")
     rows = []
@@ -108,7 +113,8 @@ def main():
         torch.backends.cudnn.allow_tf32 = tf32
         for model_name in MODELS:
             for batch in (128, 4096):
-                t = {mode: time_config(model_name, batch, mode, args.steps, args.warmup, device)
+                t = {mode: time_config(model_name, batch, mode, args.groups, args.group,
+                                       args.warmup, device)
                      for mode in MODES}
                 ratio = t["frozen"] / t["trainable"]
                 rows.append({"model": model_name, "batch": batch, "tf32": tf32,
@@ -119,7 +125,7 @@ def main():
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(0),
-                       "steps": args.steps, "rows": rows}, f, indent=1)
+                       "groups": args.groups, "group": args.group, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -1,14 +1,18 @@
 // Classification helpers: argmax along the middle axis of [outer, reduce, inner], element-wise
 // equality (0/1 int64) and the count of equal int64 pairs (for accuracy).
 //
-// argmax with inner == 1 (the [batch, classes] case) gives each row to a warp or a block; each
-// thread keeps the first maximum of its strided elements and the merge prefers the larger value,
-// then the smaller index, so the result is the first maximum as on the CPU. With inner > 1 one
-// thread walks the reduced axis for each (o, i), reads coalesced across i.
+// argmax follows PyTorch: NaN is the maximum (the first NaN wins), and of equal maxima the first
+// index wins. inner == 1 (the [batch, classes] case) gives each row to a warp or a block: each
+// thread scans its strided elements, then the candidates are merged by `better`, which is
+// symmetric (it compares values under that policy, then indices), so the merge order cannot
+// change the answer. With inner > 1 one thread walks the reduced axis for each (o, i), reads
+// coalesced across i.
 #include "common.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
+
+constexpr int64_t kNone = INT64_MAX;  // no candidate yet
 
 template <typename T>
 struct ValIdx {
@@ -16,9 +20,16 @@ struct ValIdx {
   int64_t i;
 };
 
+/// The better of two candidates: a real one over none; NaN over a number; the larger value; of
+/// equal values (or two NaNs) the smaller index.
 template <typename T>
 __device__ __forceinline__ ValIdx<T> better(ValIdx<T> a, ValIdx<T> b) {
-  return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
+  if (a.i == kNone) return b;
+  if (b.i == kNone) return a;
+  const bool an = dnan(a.v), bn = dnan(b.v);
+  if (an != bn) return an ? a : b;
+  if (!an && a.v != b.v) return a.v > b.v ? a : b;
+  return a.i <= b.i ? a : b;
 }
 
 template <typename T>
@@ -34,19 +45,17 @@ __device__ __forceinline__ ValIdx<T> warp_argmax(ValIdx<T> x) {
 }
 
 template <bool kBlockRow, typename T>
-__global__ void argmax_rows_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
-                                   int64_t* __restrict__ out) {
+__global__ void CLARENA_BOUNDS(kBlockRow ? RowGroup::kRowBlock : RowGroup::kWarpBlock)
+    argmax_rows_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
+                       int64_t* __restrict__ out) {
   __shared__ T smem_v[32];
   __shared__ int64_t smem_i[32];
   const RowIter<kBlockRow> it;
-  constexpr int64_t kNone = INT64_MAX;
   for (int64_t r = it.first; r < rows; r += it.stride) {
     const T* xr = x + r * cols;
     ValIdx<T> best{neg_inf<T>(), kNone};
-    for (int64_t c = it.lane; c < cols; c += it.width) {
-      const T v = xr[c];
-      if (best.i == kNone || v > best.v) best = {v, c};  // strict: keeps the first maximum
-    }
+    for (int64_t c = it.lane; c < cols; c += it.width)
+      best = better(best, ValIdx<T>{xr[c], c});  // increasing c: ties keep the earlier index
     best = warp_argmax(best);
     if constexpr (kBlockRow) {
       const int l = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -64,8 +73,9 @@ __global__ void argmax_rows_kernel(int64_t rows, int64_t cols, const T* __restri
 }
 
 template <typename T>
-__global__ void argmax_strided_kernel(int64_t outer, int64_t reduce, int64_t inner,
-                                      const T* __restrict__ x, int64_t* __restrict__ out) {
+__global__ void CLARENA_BOUNDS(kBlock)
+    argmax_strided_kernel(int64_t outer, int64_t reduce, int64_t inner, const T* __restrict__ x,
+                          int64_t* __restrict__ out) {
   const int64_t n = outer * inner;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n;
        k += int64_t{gridDim.x} * blockDim.x) {
@@ -73,9 +83,9 @@ __global__ void argmax_strided_kernel(int64_t outer, int64_t reduce, int64_t inn
     const T* base = x + o * reduce * inner + i;
     int64_t best = 0;
     T bv = base[0];
-    for (int64_t r = 1; r < reduce; ++r) {
+    for (int64_t r = 1; r < reduce && !dnan(bv); ++r) {  // the first NaN is final
       const T v = base[r * inner];
-      if (v > bv) {
+      if (v > bv || dnan(v)) {
         bv = v;
         best = r;
       }
@@ -85,16 +95,17 @@ __global__ void argmax_strided_kernel(int64_t outer, int64_t reduce, int64_t inn
 }
 
 template <typename T>
-__global__ void equal_kernel(int64_t n, const T* __restrict__ a, const T* __restrict__ b,
-                             int64_t* __restrict__ out) {
+__global__ void CLARENA_BOUNDS(kBlock)
+    equal_kernel(int64_t n, const T* __restrict__ a, const T* __restrict__ b,
+                 int64_t* __restrict__ out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     out[i] = a[i] == b[i] ? 1 : 0;
 }
 
-__global__ void count_equal_kernel(int64_t n, const int64_t* __restrict__ a,
-                                   const int64_t* __restrict__ b,
-                                   unsigned long long* __restrict__ counter) {
+__global__ void CLARENA_BOUNDS(kBlock)
+    count_equal_kernel(int64_t n, const int64_t* __restrict__ a, const int64_t* __restrict__ b,
+                       unsigned long long* __restrict__ counter) {
   __shared__ unsigned long long smem[32];
   unsigned long long c = 0;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;

@@ -18,6 +18,11 @@ namespace clarena::kernels::cuda {
 
 constexpr int kBlock = 256;  // threads per block of the flat element-wise kernels
 
+// Every kernel states its largest block in __launch_bounds__, so the compiler never gives a
+// thread more registers than that block size allows (a launch would otherwise fail with "too
+// many resources requested" on some cards).
+#define CLARENA_BOUNDS(threads) __launch_bounds__(threads)
+
 /// Blocks for a grid-stride loop over n items: enough to fill the card a few waves deep,
 /// never more than the items need, at least 1.
 inline unsigned grid_for(const Ctx& ctx, int64_t n, int block = kBlock) {
@@ -32,6 +37,69 @@ inline void after_launch(const Ctx& ctx) {
   ++ctx.stats->kernel_launches;
   CLARENA_CUDA_CHECK(cudaGetLastError());
 }
+
+// --- 16-byte vector access (llm.c's Packed128) ---------------------------------------------
+
+/// kVec<T> elements of T in 16 bytes: one 128-bit load or store (LDG.128 / STG.128).
+template <typename T>
+constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+
+template <typename T>
+struct alignas(16) Packed {
+  T v[kVec<T>];
+};
+
+/// p must be 16-byte aligned (checked on the host by `aligned16`).
+template <typename T>
+__device__ __forceinline__ Packed<T> load_packed(const T* p) {
+  Packed<T> r;
+  *reinterpret_cast<int4*>(r.v) = *reinterpret_cast<const int4*>(p);
+  return r;
+}
+template <typename T>
+__device__ __forceinline__ void store_packed(T* p, const Packed<T>& x) {
+  *reinterpret_cast<int4*>(p) = *reinterpret_cast<const int4*>(x.v);
+}
+
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+template <typename... P>
+bool all_aligned16(const P*... p) {
+  return (aligned16(p) && ...);
+}
+
+// --- integer division by a divisor fixed at launch ---------------------------------------------
+
+/// q = n / d and n % d for 32-bit n < 2^31 with one multiply-high and a shift (the magic number
+/// of Granlund and Montgomery, as PyTorch's IntDivider): 64-bit division is ~70 instructions on
+/// the GPU, enough to make a memory-bound kernel compute-bound.
+struct Div32 {
+  uint32_t d = 1, m = 0, shift = 0;
+  Div32() = default;
+  explicit Div32(uint32_t divisor) : d(divisor) {
+    while (shift < 32 && (uint64_t{1} << shift) < d)
+      ++shift;
+    const uint64_t one = 1;
+    m = static_cast<uint32_t>(((one << 32) * ((one << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const {
+    return (__umulhi(n, m) + n) >> shift;
+  }
+  __device__ __forceinline__ uint32_t mod(uint32_t n) const { return n - div(n) * d; }
+};
+
+/// Plain 64-bit division, for tensors of 2^31 elements or more.
+struct Div64 {
+  uint64_t d = 1;
+  Div64() = default;
+  explicit Div64(uint64_t divisor) : d(divisor) {}
+  __device__ __forceinline__ uint64_t div(uint64_t n) const { return n / d; }
+  __device__ __forceinline__ uint64_t mod(uint64_t n) const { return n % d; }
+};
+
+/// Largest element count for which the 32-bit index kernels are used.
+constexpr int64_t kMax32 = (int64_t{1} << 31) - 1;
 
 // --- math overloads --------------------------------------------------------------------------
 __device__ __forceinline__ float dexp(float x) {
@@ -65,6 +133,20 @@ __device__ __forceinline__ T neg_inf() {
 template <typename T>
 __device__ __forceinline__ bool dfinite(T x) {
   return isfinite(x);
+}
+template <typename T>
+__device__ __forceinline__ bool dnan(T x) {
+  return x != x;
+}
+/// torch.relu (clamp_min(x, 0)): NaN stays NaN, -0 stays -0; only x < 0 becomes 0.
+template <typename T>
+__device__ __forceinline__ T relu_value(T x) {
+  return x < T(0) ? T(0) : x;
+}
+/// torch's threshold_backward(dy, y, 0) on the forward's output: a NaN output passes dy.
+template <typename T>
+__device__ __forceinline__ T relu_grad(T y, T dy) {
+  return y <= T(0) ? T(0) : dy;
 }
 
 // --- reductions ------------------------------------------------------------------------------

@@ -6,11 +6,22 @@
 // work is ordered without events and the caching allocator can hand a freed block out again at
 // once. The host waits only in copy_to_host, count_equal and synchronize; those are also where a
 // bad cross-entropy label recorded on the device is thrown as ValueError.
+//
+// Threads: one mutex per backend (`mu_`) guards what calls share on the host: the cuBLAS handle
+// and its math mode, the scratch buffer (held for the whole op that uses it, so two ops never
+// interleave their passes through it), the pool of timing events, the pinned counter of
+// count_equal and the bad-label record. A call holds it while it enqueues, not while it waits
+// for the stream (except count_equal, whose pinned result buffer is shared).
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "caching_allocator.h"
 #include "clarena/kernels/cuda_backend.h"
@@ -47,11 +58,25 @@ void check_int_range(const char* op, const char* what, int64_t v) {
                      " exceeds the cuBLAS limit of " + std::to_string(INT_MAX));
 }
 
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
+cudaStream_t make_stream(int index) {
+  DeviceGuard guard(index);
+  cudaStream_t s = nullptr;
+  CLARENA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+
 class CudaBackend final : public Backend, private cuda::Scratch {
  public:
-  explicit CudaBackend(int index) : index_(index), alloc_(index) {
+  explicit CudaBackend(int index)
+      : index_(index),
+        stream_(make_stream(index)),
+        alloc_(index, cuda::cuda_device_memory(stream_), cuda_caching_enabled()) {
     DeviceGuard guard(index_);
-    CLARENA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     int sms = 1;
     CLARENA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index_));
     CLARENA_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -88,6 +113,13 @@ class CudaBackend final : public Backend, private cuda::Scratch {
 
   Device device() const override { return Device::cuda(index_); }
 
+  /// The device made current and the backend's mutex held, for one call's enqueueing.
+  struct Lock {
+    explicit Lock(CudaBackend& b) : guard(b.index_), lock(b.mu_) {}
+    DeviceGuard guard;
+    std::lock_guard<std::mutex> lock;
+  };
+
   // --- memory ---------------------------------------------------------------------------------
   void* allocate(size_t bytes) override {
     DeviceGuard guard(index_);
@@ -113,11 +145,12 @@ class CudaBackend final : public Backend, private cuda::Scratch {
     if (bytes)
       CLARENA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::lock_guard<std::mutex> lock(mu_);
     raise_label_error();
   }
   void copy(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0 || dst == src) return;
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
     if (d < s + bytes && s < d + bytes) {  // overlapping: go through scratch (memmove semantics)
       void* tmp = get(bytes);
@@ -133,7 +166,7 @@ class CudaBackend final : public Backend, private cuda::Scratch {
       throw ValueError("copy_block (cuda): leading dimensions " + std::to_string(src_ld) + ", " +
                        std::to_string(dst_ld) + " are smaller than the block width " +
                        std::to_string(cols));
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     const size_t item = itemsize(t);
     CLARENA_CUDA_CHECK(
         cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_ld) * item, src,
@@ -141,12 +174,13 @@ class CudaBackend final : public Backend, private cuda::Scratch {
                           static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
   }
   void fill(DType t, int64_t n, double value, void* dst) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::fill(ctx_, t, n, value, dst);
   }
   void synchronize() override {
     DeviceGuard guard(index_);
     CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::lock_guard<std::mutex> lock(mu_);
     raise_label_error();
   }
 
@@ -154,7 +188,7 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void gemm(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
             const void* a, const void* b, double beta, void* c) override {
     if (m <= 0 || n <= 0) return;
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     if (k <= 0) {  // empty product: C = beta * C
       cuda::scale_inplace(ctx_, t, m * n, beta, c);
       return;
@@ -195,73 +229,73 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   // --- element-wise ---------------------------------------------------------------------------
   void binary(Binary op, Broadcast bc, DType t, int64_t rows, int64_t cols, const void* a,
               const void* b, void* out) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::binary(ctx_, op, bc, t, rows, cols, a, b, out);
   }
   void axpby(DType t, int64_t n, double alpha, const void* x, double beta, void* y) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::axpby(ctx_, t, n, alpha, x, beta, y);
   }
   void unary_forward(Unary f, DType t, int64_t n, const void* x, void* y) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::unary_forward(ctx_, f, t, n, x, y);
   }
   void unary_backward(Unary f, DType t, int64_t n, const void* y, const void* dy,
                       void* dx) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::unary_backward(ctx_, f, t, n, y, dy, dx);
   }
   void bias_relu(DType t, int64_t rows, int64_t cols, const void* bias, void* y) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::bias_relu(ctx_, t, rows, cols, bias, y);
   }
 
   // --- reductions -----------------------------------------------------------------------------
   void reduce_sum(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
                   const void* x, double beta, void* out) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::reduce_sum(ctx_, t, outer, reduce, inner, scale, x, beta, out);
   }
   void expand(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale, const void* g,
               void* out) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::expand(ctx_, t, outer, reduce, inner, scale, g, out);
   }
 
   // --- softmax family -------------------------------------------------------------------------
   void log_softmax_forward(DType t, int64_t rows, int64_t cols, const void* x, void* y) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::log_softmax_forward(ctx_, t, rows, cols, x, y);
   }
   void log_softmax_backward(DType t, int64_t rows, int64_t cols, const void* y, const void* dy,
                             void* dx) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::log_softmax_backward(ctx_, t, rows, cols, y, dy, dx);
   }
   void cross_entropy_forward(DType t, int64_t rows, int64_t cols, const void* logits,
                              const int64_t* labels, void* lse, void* loss) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::cross_entropy_forward(ctx_, t, rows, cols, logits, labels, lse, loss);
   }
   void cross_entropy_backward(DType t, int64_t rows, int64_t cols, const void* logits,
                               const int64_t* labels, const void* lse, const void* grad_loss,
                               void* dlogits) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::cross_entropy_backward(ctx_, t, rows, cols, logits, labels, lse, grad_loss, dlogits);
   }
 
   // --- classification -------------------------------------------------------------------------
   void argmax(DType t, int64_t outer, int64_t reduce, int64_t inner, const void* x,
               int64_t* out) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::argmax(ctx_, t, outer, reduce, inner, x, out);
   }
   void equal(DType t, int64_t n, const void* a, const void* b, int64_t* out) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::equal(ctx_, t, n, a, b, out);
   }
   int64_t count_equal(int64_t n, const int64_t* a, const int64_t* b) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);  // held through the wait: counter_host_ is shared
     cuda::count_equal(ctx_, n, a, b, counter_dev_);
     CLARENA_CUDA_CHECK(cudaMemcpyAsync(counter_host_, counter_dev_, sizeof(unsigned long long),
                                        cudaMemcpyDeviceToHost, stream_));
@@ -274,20 +308,20 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   void batch_norm_train(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
                         const void* beta, double eps, double momentum, void* running_mean,
                         void* running_var, void* y, void* save_mean, void* save_invstd) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::batch_norm_train(ctx_, t, rows, cols, x, gamma, beta, eps, momentum, running_mean,
                            running_var, y, save_mean, save_invstd);
   }
   void batch_norm_eval(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
                        const void* beta, const void* running_mean, const void* running_var,
                        double eps, void* y) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::batch_norm_eval(ctx_, t, rows, cols, x, gamma, beta, running_mean, running_var, eps, y);
   }
   void batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
                            const void* save_mean, const void* save_invstd, const void* dy, void* dx,
                            void* dgamma, void* dbeta) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::batch_norm_backward(ctx_, t, rows, cols, x, gamma, save_mean, save_invstd, dy, dx, dgamma,
                               dbeta);
   }
@@ -295,54 +329,81 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   // --- optimizers -----------------------------------------------------------------------------
   void sgd_update(DType t, int64_t n, void* param, const void* grad, void* momentum_buf,
                   const SGDParams& o) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::sgd_update(ctx_, t, n, param, grad, momentum_buf, o);
   }
   void adam_update(DType t, int64_t n, void* param, const void* grad, void* exp_avg,
                    void* exp_avg_sq, const AdamParams& o) override {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     cuda::adam_update(ctx_, t, n, param, grad, exp_avg, exp_avg_sq, o);
   }
 
+  /// Events bracket `work` on the stream; work itself runs without the backend's mutex (it calls
+  /// the backend). Each call takes its own pair of events from a pool, so concurrent calls from
+  /// several threads do not share one.
   double time_ms(const std::function<void()>& work) override {
     DeviceGuard guard(index_);
-    if (!timer_start_) {
-      CLARENA_CUDA_CHECK(cudaEventCreate(&timer_start_));
-      CLARENA_CUDA_CHECK(cudaEventCreate(&timer_stop_));
+    std::pair<cudaEvent_t, cudaEvent_t> ev{};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (events_.empty()) {
+        CLARENA_CUDA_CHECK(cudaEventCreate(&ev.first));
+        CLARENA_CUDA_CHECK(cudaEventCreate(&ev.second));
+      } else {
+        ev = events_.back();
+        events_.pop_back();
+      }
+      CLARENA_CUDA_CHECK(cudaEventRecord(ev.first, stream_));
     }
-    CLARENA_CUDA_CHECK(cudaEventRecord(timer_start_, stream_));
+    struct GiveBack {  // the pair returns to the pool however the call ends
+      CudaBackend& b;
+      std::pair<cudaEvent_t, cudaEvent_t> ev;
+      ~GiveBack() {
+        std::lock_guard<std::mutex> lock(b.mu_);
+        b.events_.push_back(ev);
+      }
+    } give_back{*this, ev};
     work();
-    CLARENA_CUDA_CHECK(cudaEventRecord(timer_stop_, stream_));
-    CLARENA_CUDA_CHECK(cudaEventSynchronize(timer_stop_));
-    raise_label_error();
+    CLARENA_CUDA_CHECK(cudaEventRecord(ev.second, stream_));
+    CLARENA_CUDA_CHECK(cudaEventSynchronize(ev.second));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      raise_label_error();
+    }
     float ms = 0;
-    CLARENA_CUDA_CHECK(cudaEventElapsedTime(&ms, timer_start_, timer_stop_));
-    return ms;
+    CLARENA_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.first, ev.second));
+    return static_cast<double>(ms);
   }
 
   // --- backend-specific -----------------------------------------------------------------------
   void empty_cache() {
-    DeviceGuard guard(index_);
+    Lock lock(*this);
     CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // The scratch buffer is cached memory too: hand it back so its segment can be released.
+    alloc_.deallocate(scratch_);
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
     alloc_.empty_cache();
   }
   cuda::AllocatorStats memory_stats() const { return alloc_.stats(); }
 
  private:
   /// Scratch for multi-pass kernels: grows, never shrinks; the old block goes back to the cache
-  /// (safe: all its readers are earlier on the same stream).
+  /// (safe: all its readers are earlier on the same stream). Called with mu_ held, which the
+  /// calling op keeps until all its passes are enqueued.
   void* get(size_t bytes) override {
     if (bytes > scratch_bytes_) {
       alloc_.deallocate(scratch_);
       scratch_ = nullptr;
       scratch_bytes_ = 0;
       scratch_ = alloc_.allocate(bytes, &stats_.device_mallocs);
-      scratch_bytes_ = cuda::CachingAllocator::round_size(bytes);
+      scratch_bytes_ = bytes;
     }
     return scratch_;
   }
 
-  /// Called after a stream synchronization: throws the first bad label a kernel recorded.
+  /// Called with mu_ held after a stream synchronization: throws the first bad label a kernel
+  /// recorded.
   void raise_label_error() {
     if (*reinterpret_cast<volatile int*>(host_flag_) == 0) return;
     cuda::LabelErrorRecord rec{};
@@ -358,9 +419,10 @@ class CudaBackend final : public Backend, private cuda::Scratch {
   }
 
   int index_;
-  cuda::CachingAllocator alloc_;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t timer_start_ = nullptr, timer_stop_ = nullptr;  // for time_ms, made on first use
+  cuda::CachingAllocator alloc_;
+  std::mutex mu_;
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events_;  // for time_ms, made on first use
   cublasHandle_t cublas_ = nullptr;
   bool cublas_tf32_ = false;
   void* cublas_ws_ = nullptr;
@@ -386,16 +448,45 @@ CudaBackend* created(int index) {
 
 }  // namespace
 
-int cuda_device_count_impl() noexcept {
-  static const int count = [] {
+const CudaProbe& cuda_probe() noexcept {
+  static const CudaProbe probe = [] {
+    CudaProbe p;
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
-      (void)cudaGetLastError();  // e.g. cudaErrorInsufficientDriver: no usable device
-      return 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err == cudaSuccess) {
+      p.count = n < 0 ? 0 : std::min(n, kMaxDevices);
+      p.no_device = p.count == 0;
+      if (p.no_device) p.message = "no CUDA device: cudaGetDeviceCount found none";
+      return p;
     }
-    return n < 0 ? 0 : std::min(n, kMaxDevices);
+    (void)cudaGetLastError();  // not sticky, but leave nothing recorded
+    p.error = static_cast<int>(err);
+    const std::string what = std::string(cudaGetErrorName(err)) + " (" +
+                             std::to_string(static_cast<int>(err)) +
+                             "): " + cudaGetErrorString(err);
+    // 100: no device; 35: no driver or one older than the runtime. Both mean "this machine has
+    // no usable GPU", the normal case on a CPU-only machine. Anything else (999 unknown, 802
+    // system not ready, 3 initialization error, 34 stub library...) is a GPU machine whose
+    // driver is broken: say so once, loudly, since every GPU test would otherwise just skip.
+    p.no_device = err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver;
+    if (p.no_device) {
+      p.message = "no CUDA device: cudaGetDeviceCount returned " + what;
+    } else {
+      p.message = "CUDA is present but unusable: cudaGetDeviceCount returned " + what;
+      std::fprintf(stderr, "clarena: %s\n", p.message.c_str());
+    }
+    return p;
   }();
-  return count;
+  return probe;
+}
+
+int cuda_device_count_impl() noexcept {
+  return cuda_probe().count;
+}
+
+bool cuda_caching_enabled() {
+  static const bool enabled = !env_flag("CLARENA_CUDA_NO_CACHE");
+  return enabled;
 }
 
 Backend& cuda_backend(int index) {
@@ -404,8 +495,7 @@ Backend& cuda_backend(int index) {
   if (index < 0 || index >= count)
     throw DeviceError("cuda:" + std::to_string(index) + " does not exist: " +
                       (count == 0
-                           ? std::string("no CUDA device is visible (no GPU, no driver, "
-                                         "or the driver is too old)")
+                           ? cuda_probe().message
                            : "this machine has " + std::to_string(count) +
                                  " CUDA device(s), indices 0.." + std::to_string(count - 1)));
   std::lock_guard<std::mutex> lock(g_create_mu);
@@ -435,7 +525,9 @@ CudaMemoryStats cuda_memory_stats(int index) {
     const cuda::AllocatorStats s = b->memory_stats();
     out.bytes_in_use = s.bytes_in_use;
     out.bytes_cached = s.bytes_cached;
+    out.bytes_reserved = s.bytes_reserved;
     out.device_mallocs = s.device_mallocs;
+    out.device_frees = s.device_frees;
   }
   return out;
 }
