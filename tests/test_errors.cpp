@@ -172,9 +172,10 @@ TEST(ShapeError, ReshapeToOverflowingOrNegativeShape) {
   Tensor none = Tensor::zeros({0});
   EXPECT_TRUE(Names(message_of<ShapeError>([&] { none.reshape({-2, 0}); }), {"[-2, 0]"}));
   EXPECT_TRUE(Names(message_of<ShapeError>([&] {
-                      none.reshape({int64_t{1} << 32, int64_t{1} << 32, 0});
+                      // (the zero first: reshape's own product must not overflow either)
+                      none.reshape({0, int64_t{1} << 32, int64_t{1} << 32});
                     }),
-                    {"[4294967296, 4294967296, 0]"}));
+                    {"[0, 4294967296, 4294967296]"}));
   EXPECT_EQ(none.reshape({5, 0}).shape(), (Shape{5, 0}));
 }
 
