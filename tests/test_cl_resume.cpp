@@ -1,17 +1,25 @@
 // Checkpoints: a run stopped after task 2 and resumed ends exactly like an uninterrupted one;
-// missing or corrupted checkpoints are refused; evaluate_checkpoint reproduces the last row.
+// missing, corrupted or damaged checkpoints are refused, naming the file and field;
+// evaluate_checkpoint reproduces the last row; resume removes stale temporaries and records
+// itself in the manifest. Kills at every write: test_cl_kill.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cl_fixture.h"
 #include "clarena/cl/experiment.h"
 #include "clarena/core/errors.h"
+#include "clarena/core/threads.h"
 
 using namespace clarena;
 using namespace clarena::cl;
@@ -175,4 +183,188 @@ TEST_F(CheckpointTest, EvaluateCheckpointReproducesLastRow) {
   for (int j = 1; j <= 2; ++j)
     differs |= stopped.accuracy.at(j, j) != stopped.accuracy.at(3, j);
   EXPECT_TRUE(differs);
+}
+
+// --- kills, full disks and damaged state (issue 8) ------------------------------------------
+
+namespace {
+
+nlohmann::json read_json(const fs::path& file) {
+  return nlohmann::json::parse(read_file(file));
+}
+
+void write_text(const fs::path& file, const std::string& text) {
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << text;
+}
+
+}  // namespace
+
+TEST_F(CheckpointTest, StaleTemporariesRemovedOnResume) {
+  ExperimentConfig cfg = config();
+  cfg.epochs = 1;
+  run_experiment(cfg, {.stop_after_task = 1});
+  const fs::path out = cfg.output_dir;
+  // What a kill or a full disk leaves: a 634 KB temporary holding the space resume needs,
+  // a half-written checkpoint folder, temporaries inside the checkpoint.
+  write_text(out / "acc.csv.tmp", std::string(634 * 1024, 'x'));
+  write_text(out / "manifest.json.tmp", "{");
+  fs::create_directories(out / "checkpoint.tmp");
+  write_text(out / "checkpoint.tmp" / "model.params", "half");
+  write_text(out / "checkpoint" / "model.params.tmp", "half");
+  write_text(out / "notes.tmp", "the user's own file");
+
+  ExperimentConfig again = checkpoint_config(out);
+  again.output_dir = out.string();
+  const RunResult r = run_experiment(again, {.resume = true});
+  EXPECT_EQ(r.accuracy.trained_tasks(), 5);
+  for (const char* stale :
+       {"acc.csv.tmp", "manifest.json.tmp", "checkpoint.tmp", "checkpoint/model.params.tmp"})
+    EXPECT_FALSE(fs::exists(out / stale)) << stale << " left behind";
+  EXPECT_EQ(read_file(out / "notes.tmp"), "the user's own file") << "only its own names";
+}
+
+TEST_F(CheckpointTest, ParkedPreviousCheckpointIsFoundAndPutBack) {
+  // A kill between the two renames of replace_dir_atomic's fallback (file systems without an
+  // atomic folder exchange): the previous checkpoint parked as checkpoint.old, the new one
+  // still staged as checkpoint.tmp. Readers find the previous one; resume puts it back.
+  ExperimentConfig cfg = config();
+  cfg.epochs = 1;
+  const RunResult stopped = run_experiment(cfg, {.stop_after_task = 2});
+  const fs::path out = cfg.output_dir;
+  fs::rename(out / "checkpoint", out / "checkpoint.old");
+  fs::create_directories(out / "checkpoint.tmp");
+  EXPECT_EQ(checkpoint_config(out).seed, cfg.seed);
+  const std::vector<double> acc = evaluate_checkpoint(out, nullptr);
+  ASSERT_EQ(acc.size(), 2u);
+  EXPECT_EQ(acc[1], stopped.accuracy.at(2, 2));
+
+  ExperimentConfig again = checkpoint_config(out);
+  again.output_dir = out.string();
+  EXPECT_EQ(run_experiment(again, {.resume = true}).accuracy.trained_tasks(), 5);
+  EXPECT_TRUE(fs::exists(out / "checkpoint" / "state.json"));
+  EXPECT_FALSE(fs::exists(out / "checkpoint.old"));
+  EXPECT_FALSE(fs::exists(out / "checkpoint.tmp"));
+}
+
+TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
+  ExperimentConfig cfg = config();
+  cfg.epochs = 1;
+  run_experiment(cfg, {.stop_after_task = 2});
+  const fs::path out = cfg.output_dir;
+  const fs::path state = out / "checkpoint" / "state.json";
+  const nlohmann::json good = read_json(state);
+  ASSERT_EQ(good["tasks_done"], 2);
+  const std::string acc_before = read_file(out / "acc.csv");
+
+  using Edit = std::function<void(nlohmann::json&)>;
+  const std::vector<std::tuple<std::string, Edit, std::vector<std::string>>> cases{
+      {"tasks_done 99", [](auto& j) { j["tasks_done"] = 99; }, {"'tasks_done'", "99", "0..5"}},
+      {"tasks_done -3", [](auto& j) { j["tasks_done"] = -3; }, {"'tasks_done'", "-3"}},
+      {"tasks_done 1e20", [](auto& j) { j["tasks_done"] = 1e20; }, {"'tasks_done'", "integer"}},
+      {"tasks_done 2^64-1",
+       [](auto& j) { j["tasks_done"] = std::numeric_limits<uint64_t>::max(); },
+       {"'tasks_done'", "18446744073709551615"}},
+      {"tasks_done 2.5", [](auto& j) { j["tasks_done"] = 2.5; }, {"'tasks_done'", "integer"}},
+      {"tasks_done text", [](auto& j) { j["tasks_done"] = "2"; }, {"'tasks_done'", "\"2\""}},
+      {"tasks_done 3 with two rows",
+       [](auto& j) { j["tasks_done"] = 3; },
+       {"'accuracy'", "has 2 entries, expected 3"}},
+      {"short costs row",
+       [](auto& j) {
+         j["costs"][1] = {2, 4};
+       },
+       {"'costs[1]'", "has 2 entries, expected 7"}},
+      {"short curves row",
+       [](auto& j) { j["curves"][0] = {1}; },
+       {"'curves[0]'", "has 1 entries, expected 6"}},
+      {"missing costs row",
+       [](auto& j) { j["costs"].erase(1); },
+       {"'costs'", "has 1 entries, expected 2"}},
+      {"missing curves row",
+       [](auto& j) { j["curves"].erase(1); },
+       {"'curves'", "has 1 entries, expected 2"}},
+      {"short accuracy row",
+       [](auto& j) { j["accuracy"][1] = {0.5}; },
+       {"'accuracy[1]'", "has 1 entries, expected 2"}},
+      {"accuracy above 1", [](auto& j) { j["accuracy"][0][0] = 1.5; }, {"'accuracy[0][0]'", "1.5"}},
+      {"accuracy text", [](auto& j) { j["accuracy"][0][0] = "x"; }, {"'accuracy[0][0]'"}},
+      {"costs of another task", [](auto& j) { j["costs"][0][0] = 2; }, {"'costs[0][0]'", "1..1"}},
+      {"negative steps", [](auto& j) { j["costs"][0][1] = -1; }, {"'costs[0][1]'", "-1"}},
+      {"curves of another epoch", [](auto& j) { j["curves"][1][1] = 7; }, {"'curves[1][1]'"}},
+      {"costs not a list", [](auto& j) { j["costs"] = 3; }, {"'costs'", "expected a list"}},
+      {"curves missing", [](auto& j) { j.erase("curves"); }, {"'curves'", "missing"}},
+      {"unknown field", [](auto& j) { j["oops"] = 1; }, {"'oops'"}},
+      {"refused setting", [](auto& j) { j["config"]["epochs"] = 0; }, {"'config'", "epochs"}},
+      {"config not a mapping", [](auto& j) { j["config"] = 3; }, {"'config'"}},
+      {"not an object", [](auto& j) { j = nlohmann::json::array(); }, {"not a JSON object"}},
+  };
+  for (const auto& [what, edit, parts] : cases) {
+    SCOPED_TRACE(what);
+    nlohmann::json bad = good;
+    edit(bad);
+    write_text(state, bad.dump());
+    try {
+      checkpoint_config(out);
+      ADD_FAILURE() << "must throw";
+    } catch (const IOError& e) {
+      EXPECT_TRUE(Has(e.what(), state.string()));
+      for (const auto& part : parts)
+        EXPECT_TRUE(Has(e.what(), part));
+    }
+    ExperimentConfig again = cfg;
+    EXPECT_THROW(run_experiment(again, {.resume = true}), IOError);
+    EXPECT_THROW(evaluate_checkpoint(out, nullptr), IOError);
+    EXPECT_EQ(read_file(out / "acc.csv"), acc_before) << "a refused resume changes nothing";
+  }
+  write_text(state, "{\"tasks_done\": ");
+  try {
+    checkpoint_config(out);
+    ADD_FAILURE() << "truncated JSON must throw";
+  } catch (const IOError& e) {
+    EXPECT_TRUE(Has(e.what(), state.string()));
+    EXPECT_TRUE(Has(e.what(), "not valid JSON"));
+  }
+  write_text(state, good.dump());
+  EXPECT_EQ(checkpoint_config(out).seed, cfg.seed) << "the original still reads";
+}
+
+TEST_F(CheckpointTest, ResumeRecordsItselfInTheManifest) {
+  ExperimentConfig cfg = config();
+  cfg.epochs = 1;
+  run_experiment(cfg, {.stop_after_task = 2});
+  const fs::path manifest = fs::path(cfg.output_dir) / "manifest.json";
+  const nlohmann::json first = read_json(manifest);
+  EXPECT_EQ(first["threads"], clarena::num_threads());
+  EXPECT_EQ(first["tasks_done"], 2);
+  EXPECT_GT(first["wall_seconds"].get<double>(), 0.0);
+  EXPECT_TRUE(first["started_at"].is_string());
+  EXPECT_EQ(first["resumed"], false);
+  EXPECT_TRUE(first["resumes"].empty());
+
+  const int threads = clarena::num_threads();
+  clarena::set_num_threads(threads == 2 ? 3 : 2);  // a resume may run on another machine
+  ExperimentConfig again = checkpoint_config(cfg.output_dir);
+  again.output_dir = cfg.output_dir;
+  run_experiment(again, {.resume = true});
+  const nlohmann::json second = read_json(manifest);
+  for (const char* kept : {"threads", "tasks_done", "wall_seconds", "started_at", "config", "seed",
+                           "benchmark", "build_type", "version", "device"})
+    EXPECT_EQ(second[kept], first[kept]) << kept << " of the first run must be kept";
+  EXPECT_EQ(second["resumed"], true);
+  ASSERT_EQ(second["resumes"].size(), 1u);
+  const nlohmann::json& resume = second["resumes"][0];
+  EXPECT_EQ(resume["threads"], clarena::num_threads());
+  EXPECT_NE(resume["threads"], first["threads"]);
+  EXPECT_EQ(resume["from_task"], 3);
+  EXPECT_EQ(resume["tasks_done"], 5);
+  EXPECT_GT(resume["wall_seconds"].get<double>(), 0.0);
+  EXPECT_TRUE(resume["started_at"].is_string());
+
+  run_experiment(again, {.resume = true});  // nothing left to do, still recorded
+  const nlohmann::json third = read_json(manifest);
+  ASSERT_EQ(third["resumes"].size(), 2u);
+  EXPECT_EQ(third["resumes"][0], second["resumes"][0]);
+  EXPECT_EQ(third["resumes"][1]["from_task"], 6);
+  EXPECT_EQ(third["wall_seconds"], first["wall_seconds"]);
+  clarena::set_num_threads(threads);
 }
