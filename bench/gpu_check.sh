@@ -15,6 +15,7 @@
 #   kit         unpack the kit's .debs into the scratch prefix
 #   build       configure (CUDA on, CL layer off, sm_90, ninja, all cores, the kit's packages
 #               only) and build the GPU targets; on failure fall back to .gpu-kit/bin
+#   host_tests  the device-free tests (probe, TF32 guard, allocator on host memory): must pass
 #   probe       cuda_probe: the device, or why there is none
 #   tests       test_cuda_kernels, test_cuda_training run directly with CLARENA_REQUIRE_CUDA=1
 #               (a skipped GPU test is a failure)
@@ -365,6 +366,23 @@ fi
 
 GPU_PARTS=()  # names of the parts that need a GPU (all "no device" in a dry run)
 
+# --- host tests: the device-free tests (probe, TF32 guard, the allocator on host memory) must
+# pass everywhere; in a dry run they are what keeps "no device" from hiding a real failure.
+TESTS_LOG="$OUT/tests.log"
+: >"$TESTS_LOG"
+exe=$(find_bin test_cuda_kernels)
+t0=$SECONDS
+if [ -n "$exe" ]; then
+  run 60 "$TESTS_LOG" "$exe" --gtest_brief=1 --gtest_color=no \
+    --gtest_filter='CudaBackendNoDevice.*:CachingAllocatorHost.*'
+  state=$(state_of "$LAST_RC" "$TESTS_LOG")
+  [ "$LAST_RC" -ne 0 ] && state="FAIL (rc $LAST_RC)"  # no device is no excuse here
+  record host_tests "$state" $((SECONDS - t0)) \
+    "device-free: $(grep -E '^\[  PASSED  \]' "$TESTS_LOG" | tail -n 1 | sed 's/\[  PASSED  \] //')"
+else
+  record host_tests FAIL 0 "test_cuda_kernels not built"
+fi
+
 # --- probe ------------------------------------------------------------------------------------
 probe=$(find_bin cuda_probe)
 if [ -n "$probe" ]; then
@@ -383,9 +401,8 @@ fi
 GPU_PARTS+=(probe)
 
 # --- tests ------------------------------------------------------------------------------------
-TESTS_LOG="$OUT/tests.log"
-: >"$TESTS_LOG"
 t0=$SECONDS
+first_line=$(($(wc -l <"$TESTS_LOG") + 1))
 rc_all=0
 ran=0
 for t in test_cuda_kernels test_cuda_training; do
@@ -396,9 +413,10 @@ for t in test_cuda_kernels test_cuda_training; do
   ran=$((ran + 1))
 done
 state=$(state_of "$rc_all" "$TESTS_LOG")
-note="$(grep -hE '^\[  PASSED  \]' "$TESTS_LOG" | sed 's/\[  PASSED  \] //' | tr '\n' ' ')"
-failed=$(grep -cE '^\[  FAILED  \] [A-Za-z]' "$TESTS_LOG")
-[ "$failed" -gt 0 ] && note="$note; $failed failed (first: $(grep -m1 -E '^\[  FAILED  \] [A-Za-z]' "$TESTS_LOG" | sed 's/\[  FAILED  \] //; s/,.*//'))"
+part_log=$(tail -n +"$first_line" "$TESTS_LOG")
+note="$(echo "$part_log" | grep -E '^\[  PASSED  \]' | sed 's/\[  PASSED  \] //' | tr '\n' ' ')"
+failed=$(echo "$part_log" | grep -cE '^\[  FAILED  \] [A-Za-z]')
+[ "$failed" -gt 0 ] && note="$note; $failed failed (first: $(echo "$part_log" | grep -m1 -E '^\[  FAILED  \] [A-Za-z]' | sed 's/\[  FAILED  \] //; s/,.*//'))"
 record tests "$state" $((SECONDS - t0)) "$ran binaries, CLARENA_REQUIRE_CUDA=1; passed: ${note:-none}"
 GPU_PARTS+=(tests)
 
