@@ -81,7 +81,7 @@ fi
 CUDA_LIB=""
 if command -v nvcc >/dev/null 2>&1; then
   CUDA_HOME_GUESS=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)
-  for d in "$CUDA_HOME_GUESS/lib64" "$CUDA_HOME_GUESS/targets/x86_64-linux/lib"; do
+  for d in "$CUDA_HOME_GUESS/lib64" "$CUDA_HOME_GUESS/lib" "$CUDA_HOME_GUESS/targets/x86_64-linux/lib"; do
     [ -d "$d" ] && CUDA_LIB="${CUDA_LIB:+$CUDA_LIB:}$d"
   done
 fi
