@@ -23,6 +23,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error&) {
     loaded.clear();
   }
+  for (const auto& [name, t] : loaded) {
+    // The shape must describe exactly the bytes behind it (a wrapped size once gave a
+    // 2^62-element tensor 64 bytes of storage), and every element must be readable.
+    if (t.impl_ptr()->storage->bytes != t.nbytes())
+      fuzz::violated("a loaded tensor's shape does not match its storage");
+    double total = 0;
+    if (t.dtype() == DType::Int64)
+      for (int64_t v : t.to_vector<int64_t>())
+        total += static_cast<double>(v);
+    else
+      total += sum(t).item();
+    (void)total;
+  }
   if (!loaded.empty()) {
     const auto again = fuzz::scratch_dir() / "again.params";
     nn::save_tensors(loaded, again);

@@ -49,7 +49,7 @@ for h in "${harnesses[@]}"; do
   fi
   echo "=== fuzz_$h: ${seconds}s from $(ls "$root/tests/fuzz/corpus/$h" | wc -l) seeds"
   if "$bin" -max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb="$rss" \
-      -malloc_limit_mb="$rss" -print_final_stats=1 -artifact_prefix="$artifacts" \
+      -malloc_limit_mb="$rss" -use_value_profile=1 -print_final_stats=1 -artifact_prefix="$artifacts" \
       "$work" "$root/tests/fuzz/corpus/$h" >"$build/$h.log" 2>&1; then
     grep -E "^stat::(number_of_executed_units|peak_rss_mb)|Done [0-9]+ runs" "$build/$h.log" || true
   else
