@@ -176,7 +176,21 @@ TEST(ShapeError, ReshapeToOverflowingOrNegativeShape) {
                       none.reshape({0, int64_t{1} << 32, int64_t{1} << 32});
                     }),
                     {"[0, 4294967296, 4294967296]"}));
+  // The zero last: the product of the given sizes is checked before it can overflow (UBSan).
+  EXPECT_THROW(none.reshape({int64_t{1} << 32, int64_t{1} << 32, 0}), ShapeError);
+  EXPECT_THROW(none.reshape({-1, int64_t{1} << 32, int64_t{1} << 32, 0}), ShapeError);
   EXPECT_EQ(none.reshape({5, 0}).shape(), (Shape{5, 0}));
+}
+
+TEST(EmptyDim, RowBroadcastOverEmptyRows) {
+  // Rows of width 0 (a division by the width was a SIGFPE).
+  Tensor a = Tensor::zeros({3, 0}), row = Tensor::zeros({0});
+  a.requires_grad_(true);
+  row.requires_grad_(true);
+  Tensor out = add(a, row);
+  EXPECT_EQ(out.shape(), (Shape{3, 0}));
+  sum(mul(out, row)).backward();
+  EXPECT_EQ(row.grad().shape(), (Shape{0}));
 }
 
 // --- empty dimensions: PyTorch's results where it defines one, ValueError where it raises --

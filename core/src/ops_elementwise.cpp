@@ -30,8 +30,10 @@ Layout layout_of(const char* op, const Tensor& a, const Tensor& b) {
   detail::check_inputs(op, {a, b});
   detail::check_float(op, a);
   if (a.shape() == b.shape()) return {Broadcast::None, 1, a.numel(), a.shape()};
-  if (is_row_of(b, a)) return {Broadcast::RowB, a.numel() / a.size(-1), a.size(-1), a.shape()};
-  if (is_row_of(a, b)) return {Broadcast::RowA, b.numel() / b.size(-1), b.size(-1), b.shape()};
+  // rows = numel / width, and 0 when the row is empty (no division by zero).
+  auto rows = [](const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; };
+  if (is_row_of(b, a)) return {Broadcast::RowB, rows(a), a.size(-1), a.shape()};
+  if (is_row_of(a, b)) return {Broadcast::RowA, rows(b), b.size(-1), b.shape()};
   detail::shape_mismatch(op, a, b, "expected equal shapes or a row broadcast over a batch");
 }
 
@@ -150,14 +152,15 @@ Tensor sigmoid(const Tensor& x) {
 // --- shape ops -------------------------------------------------------------------------
 
 Tensor Tensor::reshape(const Shape& new_shape) const {
-  Shape resolved = new_shape;
-  int64_t known = 1, infer = -1;
+  Shape resolved = new_shape, given;
+  int64_t infer = -1;
   for (size_t i = 0; i < resolved.size(); ++i) {
     if (resolved[i] == -1 && infer < 0)
       infer = static_cast<int64_t>(i);
     else
-      known *= resolved[i];
+      given.push_back(resolved[i]);
   }
+  const int64_t known = shape_numel(given, "reshape");  // checked: no negative size, no overflow
   if (infer >= 0 && known > 0 && numel() % known == 0) resolved[infer] = numel() / known;
   if (shape_numel(resolved) != numel() || (infer >= 0 && resolved[infer] < 0))
     throw ShapeError("reshape: cannot view shape " + shape_str(shape()) + " as " +
