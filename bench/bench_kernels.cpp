@@ -215,8 +215,9 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
     body = [&, p] { be.sgd_update(DType::Float32, rows * cols, out.raw(), x.raw(), m1.raw(), p); };
     moved = 5 * f;
   } else if (kernel == "adam") {
-    kernels::AdamParams p{.step = 3};
-    body = [&, p] {
+    const Tensor step = Tensor::full({1}, 3.0, DType::Float64, device);  // lives on the device
+    const kernels::AdamParams p{.step = static_cast<const double*>(step.raw())};
+    body = [&, p, step] {
       be.adam_update(DType::Float32, rows * cols, out.raw(), x.raw(), m1.raw(), m2.raw(), p);
     };
     moved = 7 * f;

@@ -1073,12 +1073,15 @@ void check_adam(int64_t rows, int64_t cols) {
   const auto v0 = random_vec<T>(n, seed_of(rows, cols, 30), 0.01, 0.2);
   for (int64_t step : {int64_t{1}, int64_t{7}}) {
     AdamParams o;
-    o.step = step;
+    const double host_step = static_cast<double>(step);  // the CPU reads it from host memory
+    DevBuf<double> device_step(std::vector<double>{host_step});
     o.weight_decay = step == 7 ? 0.01 : 0.0;
     o.beta2 = step == 7 ? 0.9999 : 0.999;  // 1 - beta2 must be formed in double, as on the CPU
     std::vector<T> p = p0, m = m0, v = v0;
+    o.step = &host_step;
     cpu().adam_update(dtype_of<T>(), n, p.data(), g.data(), m.data(), v.data(), o);
     DevBuf<T> dp(p0), dg(g), dm(m0), dv(v0);
+    o.step = device_step.get();
     gpu().adam_update(dtype_of<T>(), n, dp.get(), dg.get(), dm.get(), dv.get(), o);
     const std::string what = "adam step " + std::to_string(step);
     expect_close(p, dp.download(), tol_of<T>(1e-6, 1e-14), tol_of<T>(1e-5, 1e-13), what + " param");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "clarena/clarena.h"
+#include "clarena/kernels/backend.h"
 
 using namespace clarena;
 using Vec = std::vector<double>;
@@ -264,4 +265,31 @@ TEST(Adam, Float32OneMinusBetaInDouble) {
     for (size_t i = 0; i < got.size(); ++i)
       EXPECT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i])) << "step " << s + 1 << ", " << i;
   }
+}
+
+TEST(Adam, StepCountIsReadFromMemoryEachLaunch) {
+  // One AdamParams, built once and launched three times with only the count in memory advanced
+  // (what a replayed CUDA graph does), follows torch's three steps: nothing about the step is
+  // baked into the launch.
+  std::vector<double> p = {0.5, -1.25, 2.0}, m(3), v(3);
+  const std::vector<double> g = {0.1, -0.3, 0.7};
+  double step = 0;
+  const kernels::AdamParams params{.lr = 0.1, .beta1 = 0.8, .beta2 = 0.99, .step = &step};
+  std::vector<double> want = p, wm(3), wv(3);
+  for (int s = 1; s <= 3; ++s) {
+    step += 1;
+    kernels::cpu_backend().adam_update(DType::Float64, 3, p.data(), g.data(), m.data(), v.data(),
+                                       params);
+    for (size_t i = 0; i < 3; ++i) {
+      wm[i] = 0.8 * wm[i] + 0.2 * g[i];
+      wv[i] = 0.99 * wv[i] + 0.01 * g[i] * g[i];
+      want[i] -= 0.1 / (1 - std::pow(0.8, s)) * wm[i] /
+                 (std::sqrt(wv[i]) / std::sqrt(1 - std::pow(0.99, s)) + 1e-8);
+      EXPECT_NEAR(p[i], want[i], 1e-12) << "step " << s << ", " << i;
+    }
+  }
+  const kernels::AdamParams no_step{};
+  EXPECT_THROW(kernels::cpu_backend().adam_update(DType::Float64, 3, p.data(), g.data(), m.data(),
+                                                  v.data(), no_step),
+               ValueError);
 }

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
+#include "clarena/core/errors.h"
 #include "clarena/kernels/backend.h"
 #include "thread_pool.h"
 
@@ -54,7 +56,9 @@ void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const AdamParams& o) {
   // 8e-5 off, relative).
   const T b1 = T(o.beta1), b2 = T(o.beta2), one_minus_b1 = T(1 - o.beta1),
           one_minus_b2 = T(1 - o.beta2), wd = T(o.weight_decay);
-  const double steps = static_cast<double>(o.step);
+  if (!o.step) throw ValueError("adam: no step count given (AdamParams::step is null)");
+  const double steps = *o.step;
+  if (!(steps >= 1)) throw ValueError("adam: step must be >= 1, got " + std::to_string(steps));
   const T bc2_sqrt = T(std::sqrt(1 - std::pow(o.beta2, steps)));
   const T step_size = T(o.lr / (1 - std::pow(o.beta1, steps))), eps = T(o.eps);
   parallel_tiles(n, kOptimTile, [&](int64_t lo, int64_t hi) {

@@ -73,6 +73,13 @@ struct AdamScalars {
   T b1, b2, one_minus_b1, one_minus_b2, wd, step_size, bc2_sqrt, eps;
 };
 
+/// What the bias corrections are made of: the step count is read on the device, so the launch
+/// carries nothing that changes from step to step (a captured step replays correctly).
+struct AdamStep {
+  const double* step;  // 1-based, advanced before the launch
+  double lr, beta1, beta2;
+};
+
 template <typename T>
 __device__ __forceinline__ void adam_one(T& p, T g, T& m, T& v, const AdamScalars<T>& s) {
   const T d = g + s.wd * p;
@@ -84,7 +91,17 @@ __device__ __forceinline__ void adam_one(T& p, T g, T& m, T& v, const AdamScalar
 template <bool kVector, typename T>
 __global__ void CLARENA_BOUNDS(kBlock)
     adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
-                T* __restrict__ v, AdamScalars<T> s) {
+                T* __restrict__ v, AdamScalars<T> s, AdamStep at) {
+  // One thread per block forms the corrections in double, as the CPU does.
+  __shared__ T step_size, bc2_sqrt;
+  if (threadIdx.x == 0) {
+    const double t = *at.step;
+    step_size = static_cast<T>(at.lr / (1.0 - pow(at.beta1, t)));
+    bc2_sqrt = static_cast<T>(sqrt(1.0 - pow(at.beta2, t)));
+  }
+  __syncthreads();
+  s.step_size = step_size;
+  s.bc2_sqrt = bc2_sqrt;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   int64_t tail = 0;
@@ -156,24 +173,27 @@ void sgd_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* gra
 void adam_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* grad, void* exp_avg,
                  void* exp_avg_sq, const AdamParams& o) {
   if (n <= 0) return;
-  if (o.step < 1) throw ValueError("adam (cuda): step must be >= 1, got " + std::to_string(o.step));
-  const double steps = static_cast<double>(o.step);
-  const double bc1 = 1.0 - std::pow(o.beta1, steps);
-  const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, steps));
+  if (!o.step) throw ValueError("adam (cuda): no step count given (AdamParams::step is null)");
+  const AdamStep at{o.step, o.lr, o.beta1, o.beta2};
   dispatch_float(t, "adam", [&]<typename T>(T*) {
-    const AdamScalars<T> s{static_cast<T>(o.beta1),        static_cast<T>(o.beta2),
-                           static_cast<T>(1.0 - o.beta1),  static_cast<T>(1.0 - o.beta2),
-                           static_cast<T>(o.weight_decay), static_cast<T>(o.lr / bc1),
-                           static_cast<T>(bc2_sqrt),       static_cast<T>(o.eps)};
+    // step_size and bc2_sqrt are formed on the device from *o.step.
+    const AdamScalars<T> s{static_cast<T>(o.beta1),
+                           static_cast<T>(o.beta2),
+                           static_cast<T>(1.0 - o.beta1),
+                           static_cast<T>(1.0 - o.beta2),
+                           static_cast<T>(o.weight_decay),
+                           T(0),
+                           T(1),
+                           static_cast<T>(o.eps)};
     T* p = static_cast<T*>(param);
     const T* g = static_cast<const T*>(grad);
     T* m = static_cast<T*>(exp_avg);
     T* v = static_cast<T*>(exp_avg_sq);
     if (all_aligned16(p, g, m, v))
-      adam_kernel<true, T>
-          <<<grid_for(ctx, (n + kVec<T> - 1) / kVec<T>), kBlock, 0, ctx.stream>>>(n, p, g, m, v, s);
+      adam_kernel<true, T><<<grid_for(ctx, (n + kVec<T> - 1) / kVec<T>), kBlock, 0, ctx.stream>>>(
+          n, p, g, m, v, s, at);
     else
-      adam_kernel<false, T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, p, g, m, v, s);
+      adam_kernel<false, T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, p, g, m, v, s, at);
   });
   after_launch(ctx);
 }

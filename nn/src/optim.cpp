@@ -56,7 +56,7 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options)
       options_(options),
       exp_avg_(params_.size()),
       exp_avg_sq_(params_.size()),
-      steps_(params_.size(), 0) {
+      steps_(params_.size()) {
   check_hyper("Adam", "lr", options.lr, 0);
   check_hyper("Adam", "eps", options.eps, 0);
   check_hyper("Adam", "weight_decay", options.weight_decay, 0);
@@ -71,15 +71,20 @@ void Adam::step() {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
+    kernels::Backend& backend = kernels::backend_for(p.device());
     if (!exp_avg_[i].defined()) {
       exp_avg_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       exp_avg_sq_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
+      steps_[i] = Tensor::zeros({1}, DType::Float64, p.device());
     }
-    kernels::AdamParams k{options_.lr,  options_.beta1,        options_.beta2,
-                          options_.eps, options_.weight_decay, ++steps_[i]};
-    kernels::backend_for(p.device())
-        .adam_update(p.dtype(), p.numel(), p.raw(), g.raw(), exp_avg_[i].raw(),
-                     exp_avg_sq_[i].raw(), k);
+    if (!one_.defined() || one_.device() != p.device())
+      one_ = Tensor::ones({1}, DType::Float64, p.device());
+    backend.axpby(DType::Float64, 1, 1.0, one_.raw(), 1.0, steps_[i].raw());  // step += 1
+    const kernels::AdamParams k{options_.lr,           options_.beta1,
+                                options_.beta2,        options_.eps,
+                                options_.weight_decay, static_cast<const double*>(steps_[i].raw())};
+    backend.adam_update(p.dtype(), p.numel(), p.raw(), g.raw(), exp_avg_[i].raw(),
+                        exp_avg_sq_[i].raw(), k);
   }
 }
 

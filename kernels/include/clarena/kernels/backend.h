@@ -34,12 +34,19 @@ enum class Broadcast : uint8_t { None, RowA, RowB };
 struct SGDParams {
   double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
-  bool first_step = true;  // torch.optim.SGD initialises the buffer to the gradient on step 1
+  /// torch.optim.SGD initialises the buffer to the gradient on a parameter's first step, a host
+  /// decision as in torch: from the second step on the arguments are constant, so any later
+  /// step can be captured and replayed (torch too captures after warm-up steps).
+  bool first_step = true;
 };
 
 struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
-  int64_t step = 1;  // 1-based, for the bias corrections
+  /// The 1-based step count for the bias corrections: one float64 in the backend's memory
+  /// (device memory on a GPU), advanced by the caller before the update. It lives on the device,
+  /// as torch's capturable Adam keeps it, so that a captured training step (a CUDA graph)
+  /// replays with the right bias corrections; nothing about a step is baked into the launch.
+  const double* step = nullptr;
 };
 
 /// A statistics counter that several threads may bump at once. Relaxed: it counts, it orders

@@ -51,7 +51,10 @@ class Adam : public Optimizer {
  private:
   AdamOptions options_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
-  std::vector<int64_t> steps_;  // per parameter, as torch counts them
+  // Per parameter, as torch counts them: a float64 [1] on the parameter's device, advanced
+  // there, so a step launches nothing that depends on host state (CUDA-graph capturable).
+  std::vector<Tensor> steps_;
+  Tensor one_;  // 1.0 on the device of the last parameter stepped
 };
 
 }  // namespace clarena::optim
