@@ -1,4 +1,5 @@
-// Modules: parameter names, modes, freezing, Linear's initialisation, BatchNorm1d, MLP.
+// Modules: parameter names, modes, freezing, dtype conversion, Linear's initialisation,
+// BatchNorm1d, MLP.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <vector>
 
 #include "clarena/clarena.h"
+#include "gradcheck.h"
 
 using namespace clarena;
 
@@ -31,6 +33,38 @@ Tensor buffer(const nn::Module& m, const std::string& name) {
   ADD_FAILURE() << "no buffer " << name;
   return Tensor();
 }
+
+/// A float32 tensor's values as float64 (exact).
+Tensor as_float64(const Tensor& t) {
+  const std::vector<float> v = t.to_vector<float>();
+  return Tensor::from_vector(std::vector<double>(v.begin(), v.end()), t.shape());
+}
+
+/// Every parameter and buffer of `m`, as doubles, in named order.
+std::vector<std::vector<double>> values_of(const nn::Module& m) {
+  std::vector<std::vector<double>> out;
+  for (const auto& list : {m.named_parameters(), m.named_buffers()})
+    for (const auto& [name, t] : list) {
+      if (t.dtype() == DType::Float32) {
+        const std::vector<float> v = t.to_vector<float>();
+        out.emplace_back(v.begin(), v.end());
+      } else {
+        out.push_back(t.to_vector<double>());
+      }
+    }
+  return out;
+}
+
+/// A module with an integer buffer, which Module::to(DType) must leave alone (as torch does
+/// with BatchNorm's num_batches_tracked).
+struct WithCounter : nn::Module {
+  WithCounter() {
+    weight = register_parameter("weight", Tensor::ones({3}));
+    count = register_buffer("count", Tensor::from_vector(std::vector<int64_t>{7}, {1}));
+  }
+  Tensor forward(const Tensor& x) override { return x * weight; }
+  Tensor weight, count;
+};
 
 }  // namespace
 
@@ -131,6 +165,102 @@ TEST(Module, RequiresGradOnModuleAndZeroGrad) {
   mlp.zero_grad();
   for (const Tensor& p : mlp.parameters())
     EXPECT_FALSE(p.grad().defined());
+}
+
+// --- dtype conversion (Module::to(DType), as torch.nn.Module.double() / .float()) ----------
+
+TEST(ModuleTo, Float64MLPWithBatchNormMatchesFloat32) {
+  Generator gen(4);
+  nn::MLP mlp(6, {5, 4}, gen, {"tanh", true});
+  Tensor x = Tensor::normal({8, 6}, 0, 1, gen);
+  mlp(x);  // move the running statistics away from their initial values
+  sum(mlp(x)).backward();
+  std::vector<std::vector<float>> grads;
+  for (const Tensor& p : mlp.parameters())
+    grads.push_back(p.grad().to_vector<float>());
+  const std::vector<float> train32 = mlp(x).to_vector<float>();
+  mlp.eval();
+  const std::vector<float> eval32 = mlp(x).to_vector<float>();
+  mlp.train();
+  const Tensor first_weight = mlp.parameters()[0];  // a handle taken before the move
+  const auto before = values_of(mlp);
+
+  mlp.to(DType::Float64);
+  EXPECT_EQ(first_weight.dtype(), DType::Float64);  // in place: old handles see the change
+  for (const auto& [name, p] : mlp.named_parameters()) {
+    EXPECT_EQ(p.dtype(), DType::Float64) << name;
+    EXPECT_TRUE(p.requires_grad()) << name;
+    EXPECT_TRUE(p.is_leaf()) << name;
+  }
+  for (const auto& [name, b] : mlp.named_buffers()) {
+    EXPECT_EQ(b.dtype(), DType::Float64) << name;
+    EXPECT_FALSE(b.requires_grad()) << name;
+  }
+  EXPECT_EQ(values_of(mlp), before);  // float32 -> float64 is exact
+  const auto params = mlp.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {  // gradients move with their parameters
+    ASSERT_TRUE(params[i].grad().defined()) << i;
+    const std::vector<double> g = params[i].grad().to_vector<double>();
+    EXPECT_EQ(g, std::vector<double>(grads[i].begin(), grads[i].end())) << i;
+  }
+
+  const Tensor x64 = as_float64(x);
+  mlp.eval();  // first, while the running statistics are those eval32 used
+  expect_all_near(eval32, mlp(x64).to_vector<double>(), 1e-5);
+  mlp.train();
+  const Tensor y64 = mlp(x64);
+  EXPECT_EQ(y64.dtype(), DType::Float64);
+  expect_all_near(train32, y64.to_vector<double>(), 1e-5);
+  // Float32 input to a float64 module is a dtype error, not a silent conversion.
+  EXPECT_THROW(mlp(x), DTypeError);
+
+  // And back: the parameters round to their original float32 bits.
+  mlp.to(DType::Float32);
+  const auto back = values_of(mlp);
+  for (size_t i = 0; i < mlp.parameters().size(); ++i)
+    EXPECT_EQ(back[i], before[i]) << i;
+  for (const Tensor& p : mlp.parameters())
+    EXPECT_EQ(p.grad().dtype(), DType::Float32);
+  EXPECT_EQ(mlp(x).to_vector<float>(), train32);  // same bits, same float32 forward
+}
+
+TEST(ModuleTo, FrozenModuleStaysFrozen) {
+  Generator gen(1);
+  nn::MLP mlp(4, {3}, gen, {"relu", true});
+  mlp.requires_grad_(false);
+  mlp.to(DType::Float64);
+  for (const Tensor& p : mlp.parameters()) {
+    EXPECT_EQ(p.dtype(), DType::Float64);
+    EXPECT_FALSE(p.requires_grad());
+    EXPECT_FALSE(p.grad().defined());
+  }
+  const auto nodes = autograd::stats().nodes_recorded;
+  Tensor y = mlp(Tensor::normal({5, 4}, 0, 1, gen, DType::Float64));
+  EXPECT_FALSE(y.requires_grad());
+  EXPECT_EQ(autograd::stats().nodes_recorded, nodes);  // a frozen forward records nothing
+}
+
+TEST(ModuleTo, LeavesIntegerBuffersAloneAndRejectsInt64) {
+  WithCounter m;
+  m.to(DType::Float64);
+  EXPECT_EQ(m.weight.dtype(), DType::Float64);
+  EXPECT_EQ(m.count.dtype(), DType::Int64);
+  EXPECT_EQ(m.count.to_vector<int64_t>(), std::vector<int64_t>{7});
+  EXPECT_THROW(m.to(DType::Int64), DTypeError);
+  EXPECT_EQ(m.weight.dtype(), DType::Float64);  // unchanged by the refused call
+}
+
+// End to end in float64: a small module converted with to(Float64) passes a gradient check
+// for its input and every parameter (batch norm in training mode included).
+TEST(ModuleTo, Float64GradientCheckOfAModule) {
+  Generator gen(9);
+  nn::Sequential net({std::make_shared<nn::Linear>(4, 5, gen), std::make_shared<nn::BatchNorm1d>(5),
+                      std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(5, 3, gen)});
+  net.to(DType::Float64);
+  std::vector<Tensor> inputs = net.parameters();  // the module's own handles
+  inputs.push_back(Tensor::normal({6, 4}, 0, 1, gen, DType::Float64));
+  EXPECT_TRUE(
+      gradcheck::check([&](const std::vector<Tensor>& in) { return net(in.back()); }, inputs));
 }
 
 // --- Linear ----------------------------------------------------------------------------------

@@ -1,6 +1,37 @@
 #include "clarena/nn/module.h"
 
+#include <vector>
+
+#include "clarena/core/errors.h"
+
 namespace clarena::nn {
+
+namespace {
+
+template <typename From, typename To>
+Tensor cast_on_host(const Tensor& t, DType dtype) {
+  const std::vector<From> values = t.to_vector<From>();  // copies to the host when needed
+  const std::vector<To> cast(values.begin(), values.end());
+  return Tensor::from_data(cast.data(), t.shape(), dtype, t.device());
+}
+
+/// `t`'s values as floating-point `dtype`, on t's device, with no autograd history. A
+/// one-off conversion (module set-up), so it goes through the host rather than a kernel.
+Tensor cast_floating(const Tensor& t, DType dtype) {
+  if (t.dtype() == DType::Float32) return cast_on_host<float, double>(t, dtype);
+  return cast_on_host<double, float>(t, dtype);
+}
+
+/// Converts a floating-point leaf in place (all handles see it), keeping requires_grad and
+/// converting its gradient, if any.
+void convert_in_place(Tensor& t, DType dtype) {
+  if (t.dtype() == dtype || t.dtype() == DType::Int64) return;
+  const Tensor grad = t.grad();
+  t.set_data(cast_floating(t, dtype));  // keeps requires_grad, drops the old-dtype grad
+  if (grad.defined()) t.set_grad(cast_floating(grad, dtype));
+}
+
+}  // namespace
 
 Tensor Module::register_parameter(std::string name, Tensor value) {
   value.requires_grad_(true);
@@ -68,6 +99,16 @@ void Module::to(Device device) {
     t.set_data(t.to(device));
   for (auto& [name, t] : named_buffers())
     t.set_data(t.to(device));
+}
+
+void Module::to(DType dtype) {
+  if (dtype != DType::Float32 && dtype != DType::Float64)
+    throw DTypeError(std::string("Module::to: parameters must be float32 or float64, got ") +
+                     dtype_name(dtype));
+  for (auto& [name, t] : named_parameters())
+    convert_in_place(t, dtype);
+  for (auto& [name, t] : named_buffers())
+    convert_in_place(t, dtype);
 }
 
 }  // namespace clarena::nn

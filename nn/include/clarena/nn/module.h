@@ -36,6 +36,12 @@ class Module {
   void zero_grad();
   /// Moves every parameter and buffer to `device`, in place (handles stay valid).
   void to(Device device);
+  /// Converts every parameter and floating-point buffer to `dtype` (Float32 or Float64), in
+  /// place, as torch.nn.Module.double()/.float() do: handles stay valid, requires_grad is
+  /// kept (a frozen module stays frozen), gradients are converted with their parameters,
+  /// int64 buffers are left alone. Optimizers hold their own state: create them afterwards.
+  /// Throws DTypeError for Int64.
+  void to(DType dtype);
   int64_t num_parameters() const;
 
  protected:
