@@ -9,7 +9,10 @@
 # report, a leak, a timeout (-timeout), an allocation over -malloc_limit_mb or an escaping
 # non-clarena exception; the input is saved under $FUZZ_BUILD_DIR/artifacts/<name>/.
 # Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_JOBS (build parallelism, 2),
-# CXX (default clang++), FUZZ_TIMEOUT (seconds per input, 10), FUZZ_RSS_MB (2048).
+# CXX (default clang++), FUZZ_TIMEOUT (seconds per input, 10), FUZZ_RSS_MB (2048),
+# FUZZ_PARALLEL (harnesses fuzzed side by side, default: the number of cores),
+# FUZZ_REUSE_BUILD=1 (FUZZ_BUILD_DIR is already configured with -DCLARENA_FUZZ=ON, e.g. CI's
+# clang ASan build: build the harnesses there instead of configuring a new folder).
 set -euo pipefail
 
 seconds=${1:-60}
@@ -24,9 +27,13 @@ cxx=${CXX:-clang++}
 timeout=${FUZZ_TIMEOUT:-10}
 rss=${FUZZ_RSS_MB:-2048}
 
-cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCLARENA_FUZZ=ON -DCLARENA_NATIVE=OFF -DCLARENA_BUILD_TESTS=OFF -DCLARENA_BUILD_BENCH=OFF \
-  -DCLARENA_BUILD_CL=ON >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+parallel=${FUZZ_PARALLEL:-$(nproc)}
+
+if [ "${FUZZ_REUSE_BUILD:-0}" != 1 ]; then
+  cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCLARENA_FUZZ=ON -DCLARENA_NATIVE=OFF -DCLARENA_BUILD_TESTS=OFF -DCLARENA_BUILD_BENCH=OFF \
+    -DCLARENA_BUILD_CL=ON >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+fi
 targets=()
 for h in "${harnesses[@]}"; do targets+=("fuzz_$h"); done
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
@@ -35,28 +42,43 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_ma
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export CLARENA_NUM_THREADS=1  # one thread: reproducible, and no pool threads per input
 
-failed=()
-for h in "${harnesses[@]}"; do
-  bin="$build/tests/fuzz/fuzz_$h"
-  work="$build/corpus/$h"
-  artifacts="$build/artifacts/$h/"
+# One harness: its regressions, then `seconds` of fuzzing. Prints its summary; the status says
+# whether it found anything.
+fuzz_one() {
+  local h=$1 bin="$build/tests/fuzz/fuzz_$1" work="$build/corpus/$1" artifacts="$build/artifacts/$1/"
   mkdir -p "$work" "$artifacts"
-  echo "=== fuzz_$h: regressions"
   if ! "$bin" -runs=0 "$root/tests/fuzz/regressions/$h" >"$build/$h.regressions.log" 2>&1; then
+    echo "=== fuzz_$h: a regression input fails"
     tail -40 "$build/$h.regressions.log"
-    failed+=("$h (regression)")
-    continue
+    return 1
   fi
-  echo "=== fuzz_$h: ${seconds}s from $(ls "$root/tests/fuzz/corpus/$h" | wc -l) seeds"
   if "$bin" -max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb="$rss" \
-      -malloc_limit_mb="$rss" -use_value_profile=1 -print_final_stats=1 -artifact_prefix="$artifacts" \
+      -malloc_limit_mb="$rss" -print_final_stats=1 -artifact_prefix="$artifacts" \
       "$work" "$root/tests/fuzz/corpus/$h" >"$build/$h.log" 2>&1; then
-    grep -E "^stat::(number_of_executed_units|peak_rss_mb)|Done [0-9]+ runs" "$build/$h.log" || true
+    echo "=== fuzz_$h: ${seconds}s from $(ls "$root/tests/fuzz/corpus/$h" | wc -l) seeds, no findings"
+    grep -E "^stat::(number_of_executed_units|peak_rss_mb)" "$build/$h.log" || true
   else
+    echo "=== fuzz_$h FAILED: input(s) in $artifacts, full log $build/$h.log"
     tail -60 "$build/$h.log"
-    echo "fuzz_$h FAILED: input(s) in $artifacts, full log $build/$h.log"
-    failed+=("$h")
+    return 1
   fi
+}
+
+# Side by side, `parallel` at a time (each libFuzzer process uses one core).
+failed=()
+pending=("${harnesses[@]}")
+while [ ${#pending[@]} -gt 0 ]; do
+  batch=("${pending[@]:0:$parallel}")
+  pending=("${pending[@]:$parallel}")
+  pids=()
+  for h in "${batch[@]}"; do
+    fuzz_one "$h" >"$build/$h.summary" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!batch[@]}"; do
+    wait "${pids[$i]}" || failed+=("${batch[$i]}")
+    cat "$build/${batch[$i]}.summary"
+  done
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
