@@ -2,6 +2,14 @@
 // every element computed exactly once, results bitwise the same at every thread count, and
 // correct when several user threads call the engine at once.
 #include <gtest/gtest.h>
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CLARENA_FOREIGN_MALLOC 1  // clang's sanitizers replace malloc
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CLARENA_FOREIGN_MALLOC 1  // GCC's likewise
+#endif
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -269,7 +277,7 @@ TEST(Threads, SeveralUserThreadsGetCorrectProducts) {
 }
 
 TEST(Embedding, TheLibraryLeavesTheHostsAllocatorAlone) {
-#if !defined(__GLIBC__) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if !defined(__GLIBC__) || defined(CLARENA_FOREIGN_MALLOC)
   GTEST_SKIP() << "needs glibc's own malloc";
 #else
   // glibc's adaptive mmap threshold never rises past 32 MiB, so a 48 MiB block is mmapped

@@ -73,7 +73,7 @@ json read_manifest(const fs::path& file) {
 
 Manifest::Manifest(fs::path file, const ExperimentConfig& cfg, const json& benchmark, bool resume,
                    int tasks_done)
-    : file_(std::move(file)), num_tasks_(cfg.num_tasks), resume_(resume) {
+    : file_(std::move(file)), resume_(resume) {
   if (resume) doc_ = read_manifest(file_);
   if (doc_.is_null()) {
     // A new run, or a resume that finds no manifest (its first run's record is then unknown).

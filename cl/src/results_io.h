@@ -31,7 +31,6 @@ class Manifest {
  private:
   std::filesystem::path file_;
   nlohmann::json doc_;
-  int num_tasks_;
   bool resume_;
 };
 
