@@ -15,26 +15,13 @@
 #endif
 
 using cl_fixture::Has;
+using cl_fixture::quote;
 using cl_fixture::read_file;
 using cl_fixture::TempDir;
+using cl_fixture::tree;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s)
-    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-/// Every entry under `dir`, relative, recursively.
-std::set<std::string> tree(const fs::path& dir) {
-  std::set<std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    out.insert(fs::relative(e.path(), dir).string());
-  return out;
-}
 
 class CliTest : public ::testing::Test {
  protected:

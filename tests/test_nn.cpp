@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "clarena/clarena.h"
+#include "clarena/kernels/backend.h"
 #include "gradcheck.h"
 
 using namespace clarena;
@@ -375,4 +376,27 @@ TEST(MLP, RejectsBadConfigAndInput) {
   EXPECT_THROW(nn::MLP(4, {3}, gen, {"gelu", false}), ValueError);
   nn::MLP mlp(4, {3}, gen);
   EXPECT_THROW(mlp(Tensor::zeros({2, 5})), ShapeError);
+}
+
+TEST(BatchNormKernel, NullAffineAndRunningStatsMeanOneZeroAndUntracked) {
+  // The backend contract (as the CUDA kernels and torch's affine / track_running_stats flags):
+  // null gamma/beta act as 1/0, null running statistics are not updated.
+  const int64_t rows = 5, cols = 3;
+  std::vector<float> x(rows * cols);
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>(i * i % 7) - 2.5f;
+  const std::vector<float> ones(cols, 1), zeros(cols, 0);
+  std::vector<float> y_null(x.size()), y_full(x.size()), mean(cols), invstd(cols), rm(cols, 0),
+      rv(cols, 1);
+  auto& be = kernels::cpu_backend();
+  be.batch_norm_train(DType::Float32, rows, cols, x.data(), nullptr, nullptr, 1e-5, 0.1, nullptr,
+                      nullptr, y_null.data(), mean.data(), invstd.data());
+  be.batch_norm_train(DType::Float32, rows, cols, x.data(), ones.data(), zeros.data(), 1e-5, 0.1,
+                      rm.data(), rv.data(), y_full.data(), mean.data(), invstd.data());
+  EXPECT_EQ(y_null, y_full);
+  be.batch_norm_eval(DType::Float32, rows, cols, x.data(), nullptr, nullptr, rm.data(), rv.data(),
+                     1e-5, y_null.data());
+  be.batch_norm_eval(DType::Float32, rows, cols, x.data(), ones.data(), zeros.data(), rm.data(),
+                     rv.data(), 1e-5, y_full.data());
+  EXPECT_EQ(y_null, y_full);
 }

@@ -24,10 +24,13 @@ void batch_norm_train(int64_t rows, int64_t cols, const T* x, const T* gamma, co
     save_mean[c] = static_cast<T>(mean);
     save_invstd[c] = static_cast<T>(invstd);
     double unbiased = rows > 1 ? sq / static_cast<double>(rows - 1) : var;
-    running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-    running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
+    if (running_mean)
+      running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+    if (running_var)
+      running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
+    const T g = gamma ? gamma[c] : T(1), b = beta ? beta[c] : T(0);
     for (int64_t r = 0; r < rows; ++r)
-      y[r * cols + c] = static_cast<T>((x[r * cols + c] - mean) * invstd * gamma[c] + beta[c]);
+      y[r * cols + c] = static_cast<T>((x[r * cols + c] - mean) * invstd * g + b);
   }
 }
 
@@ -37,7 +40,8 @@ void batch_norm_eval(int64_t rows, int64_t cols, const T* x, const T* gamma, con
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       T invstd = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps));
-      y[r * cols + c] = (x[r * cols + c] - running_mean[c]) * invstd * gamma[c] + beta[c];
+      y[r * cols + c] = (x[r * cols + c] - running_mean[c]) * invstd * (gamma ? gamma[c] : T(1)) +
+                        (beta ? beta[c] : T(0));
     }
 }
 
@@ -54,7 +58,7 @@ void batch_norm_backward(int64_t rows, int64_t cols, const T* x, const T* gamma,
     if (dgamma) dgamma[c] = static_cast<T>(sum_dy_xhat);
     if (dbeta) dbeta[c] = static_cast<T>(sum_dy);
     if (!dx) continue;
-    const double n = static_cast<double>(rows), k = gamma[c] * invstd[c] / n;
+    const double n = static_cast<double>(rows), k = (gamma ? gamma[c] : T(1)) * invstd[c] / n;
     for (int64_t r = 0; r < rows; ++r) {
       double xhat = (x[r * cols + c] - mean[c]) * invstd[c];
       dx[r * cols + c] = static_cast<T>(k * (n * dy[r * cols + c] - sum_dy - xhat * sum_dy_xhat));

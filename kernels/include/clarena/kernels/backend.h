@@ -166,7 +166,8 @@ class Backend {
 
   // --- batch norm over the rows of [rows, cols], per column -------------------------------
   /// Training mode: batch statistics; saves mean and 1/sqrt(var+eps) per column and updates
-  /// the running statistics (unbiased variance) with the given momentum.
+  /// the running statistics (unbiased variance) with the given momentum. gamma and beta may be
+  /// null (1 and 0: no affine), running_mean/var null (not tracked), as torch's flags allow.
   virtual void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
                                 const void* beta, double eps, double momentum, void* running_mean,
                                 void* running_var, void* y, void* save_mean, void* save_invstd) = 0;
