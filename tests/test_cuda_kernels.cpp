@@ -125,14 +125,19 @@ std::vector<int64_t> random_labels(size_t n, int64_t classes, uint64_t seed) {
   return v;
 }
 
+/// GPU against CPU within atol + rtol·|ref|. A NaN fails, unless `specials_match`: then a NaN
+/// matches a NaN and an infinity the same infinity (edge cases where both backends must give
+/// NaN or inf at the same places).
 template <typename T>
 void expect_close(const std::vector<T>& ref, const std::vector<T>& got, double atol, double rtol,
-                  const std::string& what) {
+                  const std::string& what, bool specials_match = false) {
   ASSERT_EQ(ref.size(), got.size()) << what;
   size_t bad = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     const double r = static_cast<double>(ref[i]), g = static_cast<double>(got[i]);
-    if (!(std::abs(g - r) <= atol + rtol * std::abs(r))) {  // NaN fails here
+    const bool same_special =
+        specials_match && ((std::isnan(r) && std::isnan(g)) || (std::isinf(r) && r == g));
+    if (!same_special && !(std::abs(g - r) <= atol + rtol * std::abs(r))) {
       if (bad < 5)
         ADD_FAILURE() << what << ": element " << i << " of " << ref.size() << ": gpu " << g
                       << " vs cpu " << r << " (atol " << atol << ", rtol " << rtol << ")";
@@ -151,24 +156,10 @@ uint64_t seed_of(int64_t a, int64_t b, int64_t c = 0) {
   return static_cast<uint64_t>(a * 1000003 + b * 7919 + c * 131 + 17);
 }
 
-/// As expect_close, but a NaN matches a NaN and an infinity the same infinity: for edge cases
-/// where both backends must produce NaN (or inf) at the same places.
 template <typename T>
 void expect_close_nan(const std::vector<T>& ref, const std::vector<T>& got, double atol,
                       double rtol, const std::string& what) {
-  ASSERT_EQ(ref.size(), got.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double r = static_cast<double>(ref[i]), g = static_cast<double>(got[i]);
-    const bool same_special = (std::isnan(r) && std::isnan(g)) || (std::isinf(r) && r == g);
-    if (!same_special && !(std::abs(g - r) <= atol + rtol * std::abs(r))) {
-      if (bad < 5)
-        ADD_FAILURE() << what << ": element " << i << " of " << ref.size() << ": gpu " << g
-                      << " vs cpu " << r << " (atol " << atol << ", rtol " << rtol << ")";
-      ++bad;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << ref.size() << " elements differ";
+  expect_close(ref, got, atol, rtol, what, /*specials_match=*/true);
 }
 
 template <typename T>
