@@ -1,0 +1,30 @@
+// What a program asks of a device beyond tensors: waiting for it, timing work on it, and how
+// much tensor memory it holds. The layers above core (nn, cl, programs) use these instead of
+// reaching into the kernels.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "clarena/core/device.h"
+
+namespace clarena {
+
+/// Waits until `device` has finished all work queued so far (a no-op on the CPU).
+void synchronize(Device device);
+
+/// Runs `work` (which queues tensor ops on `device`) and returns the device time it took in
+/// milliseconds: CUDA events on a GPU, a steady clock around synchronisations on the CPU. It
+/// synchronises once, at the end: call it on sampled steps, not on every step.
+double time_ms(Device device, const std::function<void()>& work);
+
+/// Tensor storage on a device, in bytes (what the allocator handed out, caches excluded).
+struct MemoryStats {
+  int64_t bytes_in_use = 0;
+  int64_t peak_bytes_in_use = 0;  // since the start or the last reset_peak_memory_stats
+};
+MemoryStats memory_stats(Device device);
+/// Restarts the peak at the bytes in use now (torch.cuda.reset_peak_memory_stats).
+void reset_peak_memory_stats(Device device);
+
+}  // namespace clarena
