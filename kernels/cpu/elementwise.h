@@ -72,6 +72,10 @@ void unary_forward(Unary f, int64_t n, const T* x, T* y) {
       for (int64_t i = 0; i < n; ++i)
         y[i] = T(1) / (T(1) + std::exp(-x[i]));
       break;
+    case Unary::Exp:
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = std::exp(x[i]);
+      break;
   }
 }
 
@@ -89,6 +93,10 @@ void unary_backward(Unary f, int64_t n, const T* y, const T* dy, T* dx) {
     case Unary::Sigmoid:
       for (int64_t i = 0; i < n; ++i)
         dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+      break;
+    case Unary::Exp:
+      for (int64_t i = 0; i < n; ++i)
+        dx[i] = dy[i] * y[i];
       break;
   }
 }

@@ -49,6 +49,8 @@ struct UnaryFwd {
       return relu_value(x);
     } else if constexpr (f == Unary::Tanh) {
       return dtanh(x);
+    } else if constexpr (f == Unary::Exp) {
+      return dexp(x);
     } else {
       return T(1) / (T(1) + dexp(-x));
     }
@@ -63,6 +65,8 @@ struct UnaryBwd {  // (y, dy) -> dx
       return relu_grad(y, g);
     } else if constexpr (f == Unary::Tanh) {
       return g * (T(1) - y * y);
+    } else if constexpr (f == Unary::Exp) {
+      return g * y;
     } else {
       return g * y * (T(1) - y);
     }
@@ -262,6 +266,9 @@ void unary_forward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* x, v
       case Unary::Sigmoid:
         map1(ctx, n, tx, ty, UnaryFwd<Unary::Sigmoid>{});
         break;
+      case Unary::Exp:
+        map1(ctx, n, tx, ty, UnaryFwd<Unary::Exp>{});
+        break;
     }
   });
   after_launch(ctx);
@@ -283,6 +290,9 @@ void unary_backward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* y, 
         break;
       case Unary::Sigmoid:
         map2(ctx, n, ty, tdy, tdx, UnaryBwd<Unary::Sigmoid>{});
+        break;
+      case Unary::Exp:
+        map2(ctx, n, ty, tdy, tdx, UnaryBwd<Unary::Exp>{});
         break;
     }
   });

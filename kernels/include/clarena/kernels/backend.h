@@ -24,7 +24,7 @@
 
 namespace clarena::kernels {
 
-enum class Unary : uint8_t { Relu, Tanh, Sigmoid };
+enum class Unary : uint8_t { Relu, Tanh, Sigmoid, Exp };
 enum class Binary : uint8_t { Add, Sub, Mul };
 /// Which operand of a [rows, cols] binary op is a single [cols] row repeated over the rows.
 enum class Broadcast : uint8_t { None, RowA, RowB };
