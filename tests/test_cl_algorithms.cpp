@@ -12,7 +12,9 @@
 #include "cl_fixture.h"
 #include "clarena/cl/algorithms.h"
 #include "clarena/cl/data.h"
+#include "clarena/cl/trainer.h"
 #include "clarena/core/autograd.h"
+#include "clarena/core/ops.h"
 
 using namespace clarena;
 using namespace clarena::cl;
@@ -29,6 +31,14 @@ Snapshot snapshot(const nn::Module& m, const std::string& prefix = "") {
     if (name.starts_with(prefix)) out[name] = t.to_vector<float>();
   for (const auto& [name, t] : m.named_buffers())
     if (name.starts_with(prefix)) out[name] = t.to_vector<float>();
+  return out;
+}
+
+/// The snapshot with `prefix` taken off every name.
+Snapshot without_prefix(const Snapshot& snap, const std::string& prefix) {
+  Snapshot out;
+  for (const auto& [name, values] : snap)
+    out[name.substr(prefix.size())] = values;
   return out;
 }
 
@@ -65,58 +75,64 @@ void expect_all_changed(const Snapshot& now, const Snapshot& before, const std::
   }
 }
 
-/// A benchmark and an algorithm on the synthetic data, driven like the task loop does.
+/// What a test reads of one training step.
+struct StepStats {
+  double loss = 0;
+  int64_t nodes = 0, saved_bytes = 0, samples = 0;
+};
+
+/// A benchmark and an algorithm on the synthetic data, driven like the task loop does, one
+/// Trainer::train_step at a time.
 struct Driver {
   explicit Driver(const ExperimentConfig& c)
-      : cfg(c), bench(c), algo(make_algorithm(c, bench.input_dim())) {}
+      : cfg(c), bench(c), algo(make_algorithm(c, bench.input_dim())), trainer(bench, cfg) {}
 
-  void setup(int task) { algo->setup_task(task, bench.num_classes(task)); }
+  void setup(int task) { algo->begin_task(task, bench.num_classes(task)); }
 
   /// The configured epochs on the current task, each followed by a validation pass (which
-  /// leaves the model in eval mode, as in the real loop). Returns every step's stats.
-  std::vector<StepStats> train() {
-    const int task = algo->current_task();
+  /// leaves the model in eval mode, as in the real loop), then the task's end. Returns every
+  /// step's stats.
+  std::vector<StepStats> train(bool end_task = true) {
+    const int task = algo->task();
     const auto& idx = bench.indices(Stage::Train, task);
     std::vector<StepStats> steps;
     for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
-      algo->on_train_epoch_start();
+      algo->train_mode();
       for (size_t start = 0; start < idx.size(); start += static_cast<size_t>(cfg.batch_size)) {
         const size_t n = std::min(idx.size() - start, static_cast<size_t>(cfg.batch_size));
-        steps.push_back(algo->training_step(
-            bench.batch(Stage::Train, task, std::span(idx).subspan(start, n), Device::cpu())));
+        Batch batch = bench.batch(Stage::Train, task, std::span(idx).subspan(start, n), Device::cpu());
+        const Trainer::Step s = trainer.train_step(*algo, batch);
+        steps.push_back({s.loss.item(), s.nodes, s.saved_bytes, batch.y.numel()});
       }
-      const auto& val = bench.indices(Stage::Validation, task);
-      algo->evaluation_step(bench.batch(Stage::Validation, task, val, Device::cpu()), task);
+      trainer.test(*algo, Stage::Validation, task);
     }
+    if (end_task)
+      algo->on_task_end([&](const auto& fn) { trainer.for_each_train_batch(task, fn); });
     return steps;
   }
 
   Snapshot snap(const std::string& prefix = "") const { return snapshot(algo->model(), prefix); }
+  Tensor logits(const Tensor& x, int task) {
+    autograd::NoGradGuard no_grad;
+    algo->model().eval();
+    return algo->forward(x, task);
+  }
 
   ExperimentConfig cfg;
   CLBenchmark bench;
   std::unique_ptr<CLAlgorithm> algo;
+  Trainer trainer;
 };
 
 std::string head(int task) {
   return "heads." + std::to_string(task) + ".";
 }
 
-/// The algorithm's forward made public, to look at the logits.
-template <class A>
-struct Probe : A {
-  using A::A;
-  Tensor logits(const Tensor& x, int task) {
-    autograd::NoGradGuard no_grad;
-    return this->forward(x, task);
-  }
-};
-
 class AlgorithmTest : public ::testing::Test {
  protected:
   ExperimentConfig config(const std::string& algorithm, bool batch_norm = false) {
     ExperimentConfig cfg = cl_fixture::synthetic_config(dir_.path());
-    cfg.algorithm = algorithm;
+    apply_override(cfg, "algorithm=" + algorithm);
     cfg.batch_norm = batch_norm;
     validate(cfg);
     return cfg;
@@ -138,7 +154,7 @@ TEST_F(AlgorithmTest, MakeAlgorithmNames) {
     EXPECT_EQ(make_algorithm(cfg, 784)->name(), name);
   }
   ExperimentConfig cfg = config("fix");
-  cfg.algorithm = "ewc";
+  cfg.algorithm = static_cast<Algorithm>(42);
   EXPECT_THROW(make_algorithm(cfg, 784), ConfigError);
 }
 
@@ -280,12 +296,12 @@ TEST_F(AlgorithmTest, TilAndCilLogitsAndLabels) {
   for (const std::string scenario : {"til", "cil"}) {
     SCOPED_TRACE(scenario);
     ExperimentConfig cfg = config("finetuning");
-    cfg.scenario = scenario;
-    CLBenchmark bench(cfg);
-    Probe<Finetuning> algo(cfg, bench.input_dim(), Device::cpu());
+    apply_override(cfg, "scenario=" + scenario);
+    Driver d(cfg);
+    const CLBenchmark& bench = d.bench;
     const bool cil = scenario == "cil";
     for (int task = 1; task <= bench.num_tasks(); ++task) {
-      algo.setup_task(task, bench.num_classes(task));
+      d.setup(task);
       EXPECT_EQ(bench.num_classes(task), 2);
       const auto& idx = bench.indices(Stage::Test, task);
       Batch batch = bench.batch(Stage::Test, task, idx, Device::cpu());
@@ -300,18 +316,40 @@ TEST_F(AlgorithmTest, TilAndCilLogitsAndLabels) {
       EXPECT_NE(std::count(labels.begin(), labels.end(), lo + 1), 0);
       for (int seen = 1; seen <= task; ++seen) {
         const auto& seen_idx = bench.indices(Stage::Test, seen);
-        Tensor logits =
-            algo.logits(bench.batch(Stage::Test, seen, seen_idx, Device::cpu()).x, seen);
+        Tensor logits = d.logits(bench.batch(Stage::Test, seen, seen_idx, Device::cpu()).x, seen);
         EXPECT_EQ(logits.shape(),
                   (Shape{static_cast<int64_t>(seen_idx.size()), cil ? 2 * task : 2}))
             << "after setting up task " << task << ", a batch of task " << seen;
       }
-      // One training step with the global labels works (cross-entropy checks the range).
-      StepStats s = algo.training_step(
-          bench.batch(Stage::Train, task, std::span(bench.indices(Stage::Train, task)).first(8),
-                      Device::cpu()));
-      EXPECT_EQ(s.samples, 8);
-      EXPECT_EQ(s.nodes, cil && task > 1 ? 2 + task + 2 : 4);  // heads, concat, loss
+      // One training step with the global labels works (cross-entropy checks the range); the
+      // CIL head is one wide linear, so a step records the same nodes in both scenarios.
+      d.algo->train_mode();
+      const Trainer::Step s = d.trainer.train_step(
+          *d.algo, bench.batch(Stage::Train, task,
+                               std::span(bench.indices(Stage::Train, task)).first(8), Device::cpu()));
+      EXPECT_EQ(s.logits.size(0), 8);
+      EXPECT_EQ(s.nodes, 4);  // two fused linear+ReLU, the head, the loss
+    }
+  }
+}
+
+// The CIL head grows in place: after task t it holds the rows of tasks 1..t, each task's rows
+// drawn from that task's stream (as the per-task heads were), earlier rows untouched by setup.
+TEST_F(AlgorithmTest, CilHeadGrowsWithEachTasksOwnInitialRows) {
+  ExperimentConfig til = config("finetuning"), cil = config("finetuning");
+  cil.scenario = Scenario::CIL;
+  Driver a(til), b(cil);
+  for (int task = 1; task <= 3; ++task) {
+    a.setup(task);
+    const Snapshot before = b.snap("heads.");
+    b.setup(task);
+    const std::vector<float> wide = b.snap("heads.").at("heads.weight");
+    const std::vector<float> own = a.snap(head(task)).at(head(task) + "weight");
+    ASSERT_EQ(wide.size(), own.size() * static_cast<size_t>(task));
+    EXPECT_TRUE(same_bits({wide.end() - static_cast<std::ptrdiff_t>(own.size()), wide.end()}, own));
+    if (task > 1) {
+      const std::vector<float>& old = before.at("heads.weight");
+      EXPECT_TRUE(same_bits({wide.begin(), wide.begin() + static_cast<std::ptrdiff_t>(old.size())}, old));
     }
   }
 }
@@ -319,17 +357,16 @@ TEST_F(AlgorithmTest, TilAndCilLogitsAndLabels) {
 // Permuted CIL: ten more classes per task.
 TEST_F(AlgorithmTest, PermutedCilLogitsGrowByTen) {
   ExperimentConfig cfg = config("finetuning");
-  cfg.benchmark = "permuted";
-  cfg.scenario = "cil";
+  cfg.benchmark = Benchmark::Permuted;
+  cfg.scenario = Scenario::CIL;
   cfg.num_tasks = 3;
   validate(cfg);
-  CLBenchmark bench(cfg);
-  Probe<Finetuning> algo(cfg, bench.input_dim(), Device::cpu());
+  Driver d(cfg);
   for (int task = 1; task <= 3; ++task) {
-    algo.setup_task(task, bench.num_classes(task));
-    const auto& idx = bench.indices(Stage::Test, task);
-    Batch b = bench.batch(Stage::Test, task, idx, Device::cpu());
-    EXPECT_EQ(algo.logits(b.x, task).size(1), 10 * task);
+    d.setup(task);
+    const auto& idx = d.bench.indices(Stage::Test, task);
+    Batch b = d.bench.batch(Stage::Test, task, idx, Device::cpu());
+    EXPECT_EQ(d.logits(b.x, task).size(1), 10 * task);
     for (int64_t y : b.y.to_vector<int64_t>()) {
       EXPECT_GE(y, 10 * (task - 1));
       EXPECT_LT(y, 10 * task);
@@ -337,11 +374,11 @@ TEST_F(AlgorithmTest, PermutedCilLogitsGrowByTen) {
   }
 }
 
-// Fix under CIL: the backbone is frozen all the same; a step records the heads seen so far,
-// their concatenation and the loss, and no backbone node.
-TEST_F(AlgorithmTest, FixCilRecordsHeadsConcatAndLossOnly) {
+// Fix under CIL: the backbone is frozen all the same; a step records the wide head and the
+// loss, and no backbone node.
+TEST_F(AlgorithmTest, FixCilRecordsHeadAndLossOnly) {
   ExperimentConfig cfg = config("fix");
-  cfg.scenario = "cil";
+  cfg.scenario = Scenario::CIL;
   cfg.epochs = 1;
   Driver d(cfg);
   d.setup(1);
@@ -350,35 +387,164 @@ TEST_F(AlgorithmTest, FixCilRecordsHeadsConcatAndLossOnly) {
   const Snapshot after_task1 = d.snap("backbone.");
   for (int task = 2; task <= d.bench.num_tasks(); ++task) {
     d.setup(task);
-    const Snapshot head_init = d.snap(head(task));
+    const Snapshot head_init = d.snap("heads.");
     for (const StepStats& s : d.train())
-      EXPECT_EQ(s.nodes, task + 2) << "task " << task << ": " << task << " heads, concat, loss";
+      EXPECT_EQ(s.nodes, 2) << "task " << task << ": the head and the loss";
     expect_identical(d.snap("backbone."), after_task1, "CIL, task " + std::to_string(task));
-    expect_all_changed(d.snap(head(task)), head_init, "CIL head " + std::to_string(task));
+    expect_all_changed(d.snap("heads."), head_init, "CIL head at task " + std::to_string(task));
   }
 }
 
-// A NaN loss (here from NaN inputs) makes no update: the parameters stay bitwise as they
-// were, and the step reports the non-finite loss for the task loop to stop on.
-TEST_F(AlgorithmTest, NonFiniteLossMakesNoUpdate) {
-  for (const char* algorithm : {"finetuning", "fix"}) {
-    SCOPED_TRACE(algorithm);
-    Driver d(config(algorithm));
+// A loss that turns NaN or infinite stops the task, naming task, epoch and the first bad step.
+TEST_F(AlgorithmTest, NonFiniteLossStopsNamingTheStep) {
+  ExperimentConfig cfg = config("finetuning");
+  cfg.lr = 1e30;  // the first update overflows
+  Driver d(cfg);
+  d.setup(1);
+  std::vector<EpochRecord> curves;
+  try {
+    d.trainer.fit(*d.algo, curves);
+    FAIL() << "a diverging run went on";
+  } catch (const ValueError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("training diverged"), std::string::npos) << message;
+    EXPECT_NE(message.find("at task 1, epoch 1, step 2 of"), std::string::npos) << message;
+  }
+  EXPECT_TRUE(curves.empty());
+}
+
+// --- LwF ------------------------------------------------------------------------------------
+
+// The teacher is frozen: its forward records no node and saves nothing, it does not move while
+// the student trains, and the distillation term is the soft cross-entropy at temperature T.
+TEST_F(AlgorithmTest, LwfTeacherRecordsNothingAndDistils) {
+  for (const std::string scenario : {"til", "cil"}) {
+    SCOPED_TRACE(scenario);
+    ExperimentConfig cfg = config("lwf");
+    apply_override(cfg, "scenario=" + scenario);
+    apply_override(cfg, "distillation_reg_temperature=2");
+    apply_override(cfg, "distillation_reg_factor=0.5");
+    Driver d(cfg);
+    auto& lwf = dynamic_cast<LwF&>(*d.algo);
     d.setup(1);
-    d.train();  // momentum buffers hold something: a step would move the weights
-    const Snapshot before = d.snap();
-    const int64_t rows = 8;
-    const Batch bad{Tensor::full({rows, d.bench.input_dim()}, std::nan("")),
-                    Tensor::zeros({rows}, DType::Int64)};
-    d.algo->on_train_epoch_start();
-    const StepStats s = d.algo->training_step(bad);
-    EXPECT_TRUE(std::isnan(s.loss));
-    EXPECT_EQ(s.samples, rows);
-    expect_identical(d.snap(), before, "after a NaN loss");
-    // Training on finite data goes on as usual.
-    const auto& idx = d.bench.indices(Stage::Train, 1);
-    const StepStats ok = d.algo->training_step(
-        d.bench.batch(Stage::Train, 1, std::span(idx).subspan(0, 8), Device::cpu()));
-    EXPECT_TRUE(std::isfinite(ok.loss));
+    d.train();
+    d.setup(2);
+    const Snapshot teacher = d.snap("teacher.");
+    ASSERT_FALSE(teacher.empty());
+    expect_identical(without_prefix(d.snap("teacher.backbone."), "teacher."), d.snap("backbone."),
+                     "teacher after task 1");
+
+    const auto& idx = d.bench.indices(Stage::Train, 2);
+    Batch batch = d.bench.batch(Stage::Train, 2, std::span(idx).first(16), Device::cpu());
+    d.algo->train_mode();
+    autograd::reset_stats();
+    Tensor teacher_logits = lwf.teacher_heads().forward(lwf.teacher_backbone()(batch.x), 1);
+    EXPECT_EQ(autograd::stats().nodes_recorded, 0);
+    EXPECT_EQ(autograd::stats().peak_saved_bytes, 0);
+    EXPECT_FALSE(teacher_logits.requires_grad());
+
+    // The term by hand, in double, from the student's and the teacher's logits of task 1's
+    // classes (TIL: head 1; CIL: the first two columns of the wide head).
+    Tensor student_logits = d.logits(batch.x, 1);
+    if (scenario == "cil") {
+      student_logits = narrow(student_logits, 1, 0, 2);
+      teacher_logits = narrow(teacher_logits, 1, 0, 2);
+    }
+    const std::vector<float> s = student_logits.to_vector<float>(), t = teacher_logits.to_vector<float>();
+    double expected = 0;
+    const double temperature = 2;
+    for (size_t r = 0; r < 16; ++r) {
+      double zs = 0, zt = 0;
+      for (size_t c = 0; c < 2; ++c) {
+        zs += std::exp(s[2 * r + c] / temperature);
+        zt += std::exp(t[2 * r + c] / temperature);
+      }
+      for (size_t c = 0; c < 2; ++c)
+        expected -= std::exp(t[2 * r + c] / temperature) / zt *
+                    (s[2 * r + c] / temperature - std::log(zs));
+    }
+    expected = 0.5 * expected / 16;
+    d.algo->model().eval();
+    Tensor features = d.algo->model().children().front().second->forward(batch.x);
+    Tensor logits = d.algo->forward(batch.x, 2);
+    EXPECT_NEAR(lwf.distillation(batch.x, features, logits).item(), expected, 1e-5);
+
+    const Snapshot student = d.snap("backbone.");
+    d.train(/*end_task=*/false);
+    expect_identical(d.snap("teacher."), teacher, "teacher during task 2");
+    expect_all_changed(d.snap("backbone."), student, "student during task 2");
+    d.algo->on_task_end([&](const auto& fn) { d.trainer.for_each_train_batch(2, fn); });
+    expect_identical(without_prefix(d.snap("teacher.backbone."), "teacher."), d.snap("backbone."),
+                     "teacher after task 2");
+  }
+}
+
+// --- EWC ------------------------------------------------------------------------------------
+
+// The penalty is zero at θ = θ*, equals factor/2 · Σ F·(θ − θ*)² elsewhere, and its gradient
+// matches central finite differences (in float64).
+TEST_F(AlgorithmTest, EwcPenaltyZeroAtAnchorAndGradientMatchesFiniteDifferences) {
+  ExperimentConfig cfg = config("ewc");
+  apply_override(cfg, "parameter_change_reg_factor=3");
+  Driver d(cfg);
+  auto& ewc = dynamic_cast<EWC&>(*d.algo);
+  d.setup(1);
+  EXPECT_EQ(ewc.penalty().item(), 0.0);
+  d.train();
+  d.setup(2);
+  EXPECT_EQ(ewc.penalty().item(), 0.0) << "θ = θ* right after task 1";
+  const Snapshot fisher = d.snap("ewc.1.");
+  double fisher_sum = 0;
+  for (const auto& [name, values] : fisher)
+    if (name.ends_with(".fisher"))
+      for (float v : values) {
+        EXPECT_GE(v, 0.0f);
+        fisher_sum += v;
+      }
+  EXPECT_GT(fisher_sum, 0.0);
+
+  d.algo->model().to(DType::Float64);
+  Generator gen(7);
+  nn::NamedTensors params;
+  for (const auto& [name, p] : d.algo->model().named_parameters())
+    if (name.starts_with("backbone.")) {
+      p.detach().copy_(p.detach() + Tensor::normal(p.shape(), 0, 0.05, gen, DType::Float64));
+      params.emplace_back(name, p);
+    }
+  // Closed form on the host.
+  std::map<std::string, Tensor> buffers;
+  for (const auto& [name, b] : d.algo->model().named_buffers())
+    buffers[name] = b;
+  double expected = 0;
+  for (const auto& [name, p] : params) {
+    const std::string key = "ewc.1." + name.substr(std::string("backbone.").size());
+    const std::vector<double> f = buffers.at(key + ".fisher").to_vector<double>(),
+                              anchor = buffers.at(key + ".theta").to_vector<double>(),
+                              value = p.to_vector<double>();
+    for (size_t i = 0; i < f.size(); ++i)
+      expected += f[i] * (value[i] - anchor[i]) * (value[i] - anchor[i]);
+  }
+  expected *= 3.0 / 2;
+  EXPECT_GT(expected, 0.0);
+  EXPECT_NEAR(ewc.penalty().item(), expected, 1e-12 * expected);
+  Tensor penalty = ewc.penalty();
+  d.algo->model().zero_grad();
+  penalty.backward();
+  const double h = 1e-6;
+  for (const auto& [name, p] : params) {
+    SCOPED_TRACE(name);
+    const std::vector<double> grad = p.grad().to_vector<double>();
+    for (int64_t i : {int64_t{0}, p.numel() / 2, p.numel() - 1}) {
+      std::vector<double> values = p.to_vector<double>();
+      auto at = [&](double delta) {
+        std::vector<double> moved = values;
+        moved[static_cast<size_t>(i)] += delta;
+        p.detach().copy_(Tensor::from_vector(moved, p.shape()));
+        return ewc.penalty().item();
+      };
+      const double numeric = (at(h) - at(-h)) / (2 * h);
+      p.detach().copy_(Tensor::from_vector(values, p.shape()));
+      EXPECT_NEAR(grad[static_cast<size_t>(i)], numeric, 1e-6 * std::max(1.0, std::abs(numeric)));
+    }
   }
 }

@@ -759,7 +759,7 @@ void check_unary(int64_t rows, int64_t cols) {
   const double atol = tol_of<T>(1e-6, 1e-14), rtol = tol_of<T>(1e-5, 1e-13);
   const auto x = random_vec<T>(n, seed_of(rows, cols, 6), -3, 3);
   const auto dy = random_vec<T>(n, seed_of(rows, cols, 7));
-  for (Unary f : {Unary::Relu, Unary::Tanh, Unary::Sigmoid}) {
+  for (Unary f : {Unary::Relu, Unary::Tanh, Unary::Sigmoid, Unary::Exp}) {
     const std::string what = "unary " + std::to_string(int(f));
     std::vector<T> y(n), dxr(n);
     cpu().unary_forward(f, dtype_of<T>(), n, x.data(), y.data());

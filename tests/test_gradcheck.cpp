@@ -112,6 +112,49 @@ std::map<std::string, Maker> all_ops() {
     return Case{{randn({b, n}, g, 2.0)},
                 [](const std::vector<Tensor>& in) { return sigmoid(in[0]); }};
   };
+  ops["exp"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return exp(in[0]); }};
+  };
+  ops["square"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return square(in[0]); }};
+  };
+  // An EWC-shaped penalty: sum over "parameters" of F * (theta - theta*)^2, F and theta* fixed.
+  ops["sum_list"] = [](int64_t b, int64_t n, Generator& g) {
+    Tensor fisher = Tensor::uniform({b, n}, 0.1, 1.0, g, f64), anchor = randn({n}, g);
+    return Case{{randn({b, n}, g), randn({n}, g), randn({}, g)},
+                [fisher, anchor](const std::vector<Tensor>& in) {
+                  return sum({sum(mul(fisher, square(in[0] - anchor))),
+                              sum(square(in[1] - anchor)), in[2] * 3.0});
+                }};
+  };
+  ops["narrow_dim0"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b + 2, n}, g)},
+                [b](const std::vector<Tensor>& in) { return narrow(in[0], 0, 1, b) * 2.0; }};
+  };
+  ops["narrow_dim1"] = [](int64_t b, int64_t n, Generator& g) {
+    return Case{{randn({b, n + 3}, g)},
+                [n](const std::vector<Tensor>& in) { return narrow(in[0], -1, 2, n) * 2.0; }};
+  };
+  for (double temperature : {0.5, 2.0}) {
+    const std::string suffix = temperature < 1 ? "_t05" : "_t2";
+    ops["softmax" + suffix] = [temperature](int64_t b, int64_t n, Generator& g) {
+      return Case{{randn({b, n}, g, 2.0)}, [temperature](const std::vector<Tensor>& in) {
+                    return softmax(in[0], temperature) * in[0];  // weights differ per element
+                  }};
+    };
+    ops["log_softmax" + suffix] = [temperature](int64_t b, int64_t n, Generator& g) {
+      return Case{{randn({b, n}, g, 2.0)}, [temperature](const std::vector<Tensor>& in) {
+                    return log_softmax(in[0], temperature);
+                  }};
+    };
+  }
+  // LwF's distillation term: soft cross-entropy between teacher and student at temperature 2.
+  ops["distillation"] = [](int64_t b, int64_t n, Generator& g) {
+    Tensor teacher = softmax(randn({b, n}, g, 2.0), 2.0);
+    return Case{{randn({b, n}, g, 2.0)}, [teacher](const std::vector<Tensor>& in) {
+                  return mean(sum(mul(teacher, log_softmax(in[0], 2.0)), 1)) * -1.0;
+                }};
+  };
   ops["sum"] = [](int64_t b, int64_t n, Generator& g) {
     return Case{{randn({b, n}, g)}, [](const std::vector<Tensor>& in) { return sum(in[0]); }};
   };
@@ -489,3 +532,24 @@ TEST(BatchNorm, TrainingNeedsTwoRows) {
 }
 
 }  // namespace
+
+TEST(NewOps, ValuesAndRefusals) {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(narrow(x, 1, 1, 2).to_vector<double>(), (std::vector<double>{2, 3, 5, 6}));
+  EXPECT_EQ(narrow(x, 0, 1, 1).to_vector<double>(), (std::vector<double>{4, 5, 6}));
+  EXPECT_EQ(narrow(x, 1, 3, 0).numel(), 0);
+  EXPECT_THROW(narrow(x, 1, 2, 2), ValueError);
+  EXPECT_THROW(narrow(x, 1, -1, 1), ValueError);
+  EXPECT_EQ(square(x).to_vector<double>(), (std::vector<double>{1, 4, 9, 16, 25, 36}));
+  EXPECT_NEAR(exp(x).to_vector<double>()[1], std::exp(2.0), 1e-12);
+  // softmax(x, T) = softmax(x / T): rows sum to 1 and match the closed form.
+  std::vector<double> p = softmax(x, 2.0).to_vector<double>();
+  const double z = std::exp(0.5) + std::exp(1.0) + std::exp(1.5);
+  EXPECT_NEAR(p[0], std::exp(0.5) / z, 1e-12);
+  EXPECT_NEAR(p[3] + p[4] + p[5], 1.0, 1e-12);
+  EXPECT_THROW(softmax(x, 0.0), ValueError);
+  EXPECT_THROW(log_softmax(x, -1.0), ValueError);
+  EXPECT_THROW(log_softmax(x, std::numeric_limits<double>::infinity()), ValueError);
+  EXPECT_THROW(sum(std::vector<Tensor>{}), ValueError);
+  EXPECT_EQ(sum({x, x, x}).to_vector<double>(), (std::vector<double>{3, 6, 9, 12, 15, 18}));
+}

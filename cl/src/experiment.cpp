@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "clarena/cl/algorithms.h"
+#include "clarena/cl/trainer.h"
 #include "clarena/cl/data.h"
 #include "clarena/cl/plots.h"
 #include "clarena/core/atomic_file.h"
@@ -20,88 +21,6 @@
 namespace clarena::cl {
 namespace fs = std::filesystem;
 namespace {
-
-constexpr int64_t kEvalBatch = 1000;
-
-/// Sums a stage of a task in batches: loss weighted by samples, exact correct counts.
-StepStats evaluate(CLAlgorithm& algo, const CLBenchmark& bench, Stage stage, int task,
-                   Device device) {
-  const auto& all = bench.indices(stage, task);
-  StepStats total;
-  double loss_sum = 0;
-  for (size_t start = 0; start < all.size(); start += kEvalBatch) {
-    const size_t n = std::min<size_t>(kEvalBatch, all.size() - start);
-    StepStats s = algo.evaluation_step(
-        bench.batch(stage, task, std::span(all).subspan(start, n), device), task);
-    loss_sum += s.loss * static_cast<double>(s.samples);
-    total.correct += s.correct;
-    total.samples += s.samples;
-  }
-  total.loss = total.samples ? loss_sum / static_cast<double>(total.samples) : 0;
-  return total;
-}
-
-double accuracy_of(const StepStats& s) {
-  return s.samples ? static_cast<double>(s.correct) / static_cast<double>(s.samples) : 0;
-}
-
-/// A NaN or infinite training loss stops the run; the checkpoint of the last finished task
-/// stays as it is.
-[[noreturn]] void throw_diverged(const ExperimentConfig& cfg, int task, int epoch, int64_t step,
-                                 int64_t steps, double loss) {
-  throw ValueError("training diverged: the loss is " + detail::format_repr(loss) + " at task " +
-                   std::to_string(task) + ", epoch " + std::to_string(epoch) + ", step " +
-                   std::to_string(step) + " of " + std::to_string(steps) + " (optimizer " +
-                   cfg.optimizer + ", lr=" + detail::format_repr(cfg.lr) +
-                   "); the run stopped, the checkpoint of the last finished task is kept; "
-                   "try a smaller lr");
-}
-
-/// Trains the current task for the configured epochs; appends curves, returns its cost.
-TaskCost train_task(CLAlgorithm& algo, const CLBenchmark& bench, const ExperimentConfig& cfg,
-                    Device device, int task, std::vector<EpochRecord>& curves, Progress& progress) {
-  TaskCost cost{.task = task};
-  const auto& train = bench.indices(Stage::Train, task);
-  const int64_t n = static_cast<int64_t>(train.size());
-  const int64_t steps_per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
-    algo.on_train_epoch_start();
-    std::vector<int64_t> order = epoch_order(n, cfg.seed, task, epoch);
-    for (auto& i : order)
-      i = train[static_cast<size_t>(i)];
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
-    for (int64_t step = 0; step < steps_per_epoch; ++step) {
-      const int64_t start = step * cfg.batch_size;
-      const int64_t size = std::min<int64_t>(cfg.batch_size, n - start);
-      Batch batch = bench.batch(Stage::Train, task, std::span(order).subspan(start, size), device);
-      StepStats s = algo.training_step(batch);
-      if (!std::isfinite(s.loss))
-        throw_diverged(cfg, task, epoch, step + 1, steps_per_epoch, s.loss);
-      loss_sum += s.loss * static_cast<double>(s.samples);
-      correct += s.correct;
-      seen += s.samples;
-      cost.forward_ms += s.forward_s * 1e3;
-      cost.backward_ms += s.backward_s * 1e3;
-      cost.optimizer_ms += s.optimizer_s * 1e3;
-      cost.nodes_per_step += static_cast<double>(s.nodes);
-      cost.saved_bytes_per_step += static_cast<double>(s.saved_bytes);
-      ++cost.steps;
-      progress.step(task, epoch, step + 1, steps_per_epoch, s.loss,
-                    static_cast<double>(correct) / static_cast<double>(seen));
-    }
-    StepStats val = evaluate(algo, bench, Stage::Validation, task, device);
-    curves.push_back({task, epoch, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(correct) / static_cast<double>(seen), val.loss,
-                      accuracy_of(val)});
-    progress.epoch_done(curves.back());
-  }
-  const double steps = static_cast<double>(std::max<int64_t>(cost.steps, 1));
-  for (double* v : {&cost.forward_ms, &cost.backward_ms, &cost.optimizer_ms, &cost.nodes_per_step,
-                    &cost.saved_bytes_per_step})
-    *v /= steps;
-  return cost;
-}
 
 void write_results(const RunResult& r, int tasks_done) {
   write_acc_csv(r.output_dir / "acc.csv", r.accuracy);
@@ -129,7 +48,6 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
   auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   };
-  const Device device = Device::parse(cfg.device);
   CLBenchmark bench(cfg);
   auto algo = make_algorithm(cfg, bench.input_dim());
 
@@ -144,7 +62,7 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
     const fs::path checkpoint = checkpoint_dir(result.output_dir);
     CheckpointState state = read_checkpoint_state(checkpoint);
     for (int t = 1; t <= state.tasks_done; ++t)
-      algo->setup_task(t, bench.num_classes(t));
+      algo->begin_task(t, bench.num_classes(t));
     nn::load(algo->model(), checkpoint / "model.params");
     result.accuracy = state.accuracy;
     result.costs = state.costs;
@@ -163,13 +81,13 @@ RunResult run_experiment(const ExperimentConfig& cfg, const RunOptions& options)
 
   Progress progress(options.log, algo->name(), cfg.num_tasks, cfg.epochs,
                     cfg.progress && ::isatty(STDOUT_FILENO));
+  Trainer trainer(bench, cfg, &progress);
   const int first_task = tasks_done + 1;
   for (int task = first_task; task <= cfg.num_tasks; ++task) {
-    algo->setup_task(task, bench.num_classes(task));
-    result.costs.push_back(train_task(*algo, bench, cfg, device, task, result.curves, progress));
+    algo->begin_task(task, bench.num_classes(task));
+    result.costs.push_back(trainer.fit(*algo, result.curves));
     for (int seen = 1; seen <= task; ++seen)
-      result.accuracy.set(task, seen,
-                          accuracy_of(evaluate(*algo, bench, Stage::Test, seen, device)));
+      result.accuracy.set(task, seen, trainer.test(*algo, Stage::Test, seen).accuracy());
     // Results first, then the checkpoint: a kill in between redoes this task on resume and
     // rewrites the same results.
     write_results(result, task);
@@ -194,15 +112,15 @@ std::vector<double> evaluate_checkpoint(const fs::path& output_dir, std::ostream
   const fs::path checkpoint = checkpoint_dir(output_dir);
   CheckpointState state = read_checkpoint_state(checkpoint);
   const ExperimentConfig& cfg = state.config;
-  const Device device = Device::parse(cfg.device);
   CLBenchmark bench(cfg);
   auto algo = make_algorithm(cfg, bench.input_dim());
   for (int t = 1; t <= state.tasks_done; ++t)
-    algo->setup_task(t, bench.num_classes(t));
+    algo->begin_task(t, bench.num_classes(t));
   nn::load(algo->model(), checkpoint / "model.params");
+  Trainer trainer(bench, cfg);
   std::vector<double> accuracies;
   for (int t = 1; t <= state.tasks_done; ++t) {
-    accuracies.push_back(accuracy_of(evaluate(*algo, bench, Stage::Test, t, device)));
+    accuracies.push_back(trainer.test(*algo, Stage::Test, t).accuracy());
     if (log) {
       char line[96];
       std::snprintf(line, sizeof(line), "test on task %d: %.4f\n", t, accuracies.back());

@@ -148,6 +148,27 @@ Tensor tanh(const Tensor& x) {
 Tensor sigmoid(const Tensor& x) {
   return unary("sigmoid", Unary::Sigmoid, x);
 }
+Tensor exp(const Tensor& x) {
+  return unary("exp", Unary::Exp, x);
+}
+
+Tensor square(const Tensor& x) {
+  detail::check_float("square", x);
+  Tensor y = empty_like(x);
+  backend(x).binary(Binary::Mul, Broadcast::None, x.dtype(), 1, x.numel(), x.raw(), x.raw(),
+                    y.raw());
+  if (!autograd::any_needs_grad({x})) return y;
+  auto node = autograd::make_node("square", {x});
+  node->save({x});
+  node->set_backward([](Node& n, const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = empty_like(g);
+    backend(g).binary(Binary::Mul, Broadcast::None, g.dtype(), 1, g.numel(), g.raw(),
+                      n.saved(0).raw(), gx.raw());
+    backend(g).axpby(g.dtype(), g.numel(), 2.0, gx.raw(), 0.0, gx.raw());
+    return {gx};
+  });
+  return autograd::attach(y, node);
+}
 
 // --- shape ops -------------------------------------------------------------------------
 
@@ -230,6 +251,34 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
       start += shapes[i][dim];
     }
     return grads;
+  });
+  return autograd::attach(out, node);
+}
+
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  detail::check_rank("narrow", x, 2);
+  dim = detail::wrap_dim("narrow", dim, 2);
+  const int64_t size = x.size(dim);
+  if (start < 0 || length < 0 || start > size || length > size - start)
+    throw ValueError("narrow: block [" + std::to_string(start) + ", " + std::to_string(start) +
+                     " + " + std::to_string(length) + ") of dim " + std::to_string(dim) +
+                     " is outside " + x.str());
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const int64_t out_rows = dim == 0 ? length : rows, out_cols = dim == 1 ? length : cols;
+  const size_t offset = static_cast<size_t>(dim == 0 ? start * cols : start) * itemsize(x.dtype());
+  Tensor out = Tensor::empty({out_rows, out_cols}, x.dtype(), x.device());
+  if (out.numel() > 0)
+    backend(x).copy_block(x.dtype(), out_rows, out_cols, static_cast<const char*>(x.raw()) + offset,
+                          cols, out.raw(), out_cols);
+  if (!autograd::any_needs_grad({x})) return out;
+  auto node = autograd::make_node("narrow", {x});
+  node->set_backward([shape = x.shape(), offset, out_rows, out_cols, cols](
+                         Node&, const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = Tensor::zeros(shape, g.dtype(), g.device());
+    if (g.numel() > 0)
+      backend(g).copy_block(g.dtype(), out_rows, out_cols, g.raw(), out_cols,
+                            static_cast<char*>(gx.raw()) + offset, cols);
+    return {gx};
   });
   return autograd::attach(out, node);
 }

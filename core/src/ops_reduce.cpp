@@ -2,7 +2,9 @@
 #include "clarena/core/ops.h"
 #include "op_helpers.h"
 
+#include <cmath>
 #include <limits>
+#include <string>
 
 namespace clarena {
 using autograd::Node;
@@ -90,7 +92,19 @@ Tensor mean(const Tensor& x, int64_t dim) {
   return reduce("mean", x, split_at(x, detail::wrap_dim("mean", dim, x.dim())), true);
 }
 
-Tensor log_softmax(const Tensor& x) {
+Tensor sum(const std::vector<Tensor>& tensors) {
+  if (tensors.empty()) throw ValueError("sum: no tensors given");
+  Tensor total = tensors.front();
+  for (size_t i = 1; i < tensors.size(); ++i)
+    total = add(total, tensors[i]);
+  return total;
+}
+
+Tensor log_softmax(const Tensor& x, double temperature) {
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    throw ValueError("log_softmax: temperature must be positive and finite, got " +
+                     std::to_string(temperature));
+  if (temperature != 1.0) return log_softmax(mul(x, 1.0 / temperature));
   detail::check_float("log_softmax", x);
   if (x.dim() == 0) throw ShapeError("log_softmax: expected at least 1-D, got shape []");
   // Empty rows (cols == 0) or no rows: an empty result, as in PyTorch; no kernel runs.
@@ -107,6 +121,10 @@ Tensor log_softmax(const Tensor& x) {
     return {gx};
   });
   return autograd::attach(y, node);
+}
+
+Tensor softmax(const Tensor& x, double temperature) {
+  return exp(log_softmax(x, temperature));
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {

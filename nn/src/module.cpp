@@ -1,5 +1,6 @@
 #include "clarena/nn/module.h"
 
+#include <string>
 #include <vector>
 
 #include "clarena/core/errors.h"
@@ -87,6 +88,24 @@ Module& Module::requires_grad_(bool on) {
   for (Tensor& p : parameters())
     p.requires_grad_(on);
   return *this;
+}
+
+void Module::copy_state_from(const Module& other) {
+  NamedTensors to = named_parameters(), from = other.named_parameters();
+  const NamedTensors to_buffers = named_buffers(), from_buffers = other.named_buffers();
+  to.insert(to.end(), to_buffers.begin(), to_buffers.end());
+  from.insert(from.end(), from_buffers.begin(), from_buffers.end());
+  if (to.size() != from.size())
+    throw ShapeError("copy_state_from: the source has " + std::to_string(from.size()) +
+                     " tensors, this module " + std::to_string(to.size()));
+  for (size_t i = 0; i < to.size(); ++i)
+    if (to[i].first != from[i].first || to[i].second.shape() != from[i].second.shape() ||
+        to[i].second.dtype() != from[i].second.dtype())
+      throw ShapeError("copy_state_from: tensor " + std::to_string(i) + " is " + to[i].first +
+                       " " + to[i].second.str() + " here but " + from[i].first + " " +
+                       from[i].second.str() + " in the source");
+  for (size_t i = 0; i < to.size(); ++i)
+    to[i].second.copy_(from[i].second);
 }
 
 void Module::zero_grad() {

@@ -1,50 +1,70 @@
-// Output heads: one Linear per task, created when the task starts (CLArena's HeadsTIL and
-// HeadsCIL). Parameters are named "<task>.weight", "<task>.bias".
+// Output heads, as CLArena's HeadsTIL and HeadsCIL: they turn backbone features into the
+// logits of a task. A task's head is created when the task starts, initialised like a
+// torch.nn.Linear from the task's own random stream.
 #pragma once
 
 #include <memory>
 #include <vector>
 
-#include "clarena/cl/benchmark_mapping.h"
+#include "clarena/core/random.h"
 #include "clarena/nn/layers.h"
 
 namespace clarena::cl {
 
 class Heads : public nn::Module {
  public:
-  Heads(Scenario scenario, int64_t input_dim) : scenario_(scenario), input_dim_(input_dim) {}
+  /// Heads over `input_dim` features on `device`; task t's draws come from stream t of `seed`.
+  Heads(int64_t input_dim, uint64_t seed, Device device)
+      : input_dim_(input_dim), seed_(seed), device_(device) {}
 
-  /// Adds task `task`'s head (tasks arrive in order 1, 2, ...), on `device`.
-  void setup_task(int task, int64_t num_classes, Generator& gen, Device device);
-  /// TIL: the logits of `task`'s head. CIL: the logits of every head up to the latest one
-  /// created, concatenated (classes seen so far), whatever the task.
-  Tensor forward(const Tensor& features, int task);
+  /// Adds task `task`'s classes; tasks arrive in order 1, 2, ... (ValueError otherwise).
+  virtual void setup_task(int task, int64_t num_classes) = 0;
+  /// The logits a test of task `task` reads.
+  virtual Tensor forward(const Tensor& features, int task) = 0;
   Tensor forward(const Tensor&) override;  // refuses: heads need a task id
-  int num_heads() const { return static_cast<int>(heads_.size()); }
+  /// A copy with the same tasks and values (LwF's teacher), requiring grad as new heads do.
+  virtual std::shared_ptr<Heads> clone() const = 0;
+
+  int num_tasks() const { return static_cast<int>(classes_.size()); }
+  /// Classes of tasks 1 .. task-1.
+  int64_t classes_before(int task) const;
+
+ protected:
+  /// Task `task`'s head, new and on the device (ValueError unless `task` is the next task).
+  std::shared_ptr<nn::Linear> new_head(int task, int64_t num_classes);
+  void check_task(int task) const;
+
+  int64_t input_dim_;
+  uint64_t seed_;
+  Device device_;
+  std::vector<int64_t> classes_;  // per task
+};
+
+/// Task-incremental: one Linear per task, named "<task>"; the task id picks it.
+class HeadsTIL : public Heads {
+ public:
+  using Heads::Heads;
+  void setup_task(int task, int64_t num_classes) override;
+  Tensor forward(const Tensor& features, int task) override;
+  std::shared_ptr<Heads> clone() const override;
   nn::Linear& head(int task);
 
  private:
-  Scenario scenario_;
-  int64_t input_dim_;
   std::vector<std::shared_ptr<nn::Linear>> heads_;
 };
 
-/// CLArena's HeadsTIL: a head per task, the task id picks it at test time.
-class HeadsTIL : public Heads {
- public:
-  explicit HeadsTIL(int64_t input_dim) : Heads(Scenario::TIL, input_dim) {}
-};
-
-/// CLArena's HeadsCIL: a head per task, logits concatenated over every class seen so far.
+/// Class-incremental: one wide head ("weight" [classes seen, in], "bias") whose outputs grow
+/// by each task's classes; every test reads the logits of all classes seen so far. One GEMM
+/// per step instead of a product per task and a concatenation.
 class HeadsCIL : public Heads {
  public:
-  explicit HeadsCIL(int64_t input_dim) : Heads(Scenario::CIL, input_dim) {}
-};
+  using Heads::Heads;
+  void setup_task(int task, int64_t num_classes) override;
+  Tensor forward(const Tensor& features, int task) override;
+  std::shared_ptr<Heads> clone() const override;
 
-/// The heads of a scenario.
-inline std::shared_ptr<Heads> make_heads(Scenario scenario, int64_t input_dim) {
-  if (scenario == Scenario::TIL) return std::make_shared<HeadsTIL>(input_dim);
-  return std::make_shared<HeadsCIL>(input_dim);
-}
+ private:
+  Tensor weight_, bias_;
+};
 
 }  // namespace clarena::cl

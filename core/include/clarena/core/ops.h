@@ -17,6 +17,9 @@ Tensor mul(const Tensor& a, double scalar);
 Tensor relu(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
+Tensor exp(const Tensor& x);
+/// x * x; the backward is 2x * grad.
+Tensor square(const Tensor& x);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);
@@ -44,16 +47,24 @@ Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 /// Concatenates 2-D tensors along dim 0 (rows) or 1 (columns).
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);
+/// Rows (dim 0) or columns (dim 1) [start, start + length) of a 2-D tensor, as a new tensor;
+/// the gradient flows back into that block (torch.narrow, copied).
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 
 // --- reductions --------------------------------------------------------------------------
 Tensor sum(const Tensor& x);               // all elements → shape []
 Tensor sum(const Tensor& x, int64_t dim);  // removes `dim` (negative counts from the end)
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int64_t dim);
+/// The element-wise sum of tensors of one shape, added in order (e.g. one penalty term per
+/// parameter); throws ValueError when the list is empty.
+Tensor sum(const std::vector<Tensor>& tensors);
 
 // --- classification ----------------------------------------------------------------------
-/// Log-softmax along the last dimension.
-Tensor log_softmax(const Tensor& x);
+/// Log-softmax of x / temperature along the last dimension (temperature > 0).
+Tensor log_softmax(const Tensor& x, double temperature = 1.0);
+/// Softmax of x / temperature along the last dimension: exp(log_softmax(x, temperature)).
+Tensor softmax(const Tensor& x, double temperature = 1.0);
 /// Mean over the batch of -log softmax(logits)[label]; logits [B, C], labels int64 [B].
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 

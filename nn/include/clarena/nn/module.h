@@ -43,6 +43,11 @@ class Module {
   /// Throws DTypeError for Int64.
   void to(DType dtype);
   int64_t num_parameters() const;
+  /// Copies the values of every parameter and buffer of `other`, a module of the same
+  /// structure, into this one's tensors in place (a snapshot, as load_state_dict of
+  /// state_dict); requires_grad is left as it is. Throws ShapeError naming the first tensor
+  /// whose name or shape differs, before copying anything.
+  void copy_state_from(const Module& other);
 
  protected:
   /// Registers a leaf that requires grad; returns the stored handle.
