@@ -27,7 +27,7 @@ class FashionMnist : public ::testing::Test {
 
   RunResult run(const std::string& algorithm) {
     ExperimentConfig cfg;  // defaults: Split Fashion-MNIST, 5 tasks, TIL, 784-256-256
-    cfg.algorithm = algorithm;
+    apply_override(cfg, "algorithm=" + algorithm);
     cfg.epochs = 1;
     cfg.max_train_samples_per_task = 2000;
     cfg.progress = false;
@@ -80,6 +80,25 @@ TEST_F(FashionMnist, FinetuningAndFixShortSplitRun) {
   EXPECT_TRUE(ft_moved) << "Finetuning's shared backbone changes every task's accuracy";
 }
 
+// LwF and EWC on the same trainer: every task learnt; from task 2 on LwF's step also runs the
+// student's earlier heads and the distillation (the frozen teacher adds no node), EWC's adds
+// the penalty over the backbone's four tensors.
+TEST_F(FashionMnist, LwfAndEwcShortSplitRun) {
+  const RunResult lwf = run("lwf");
+  const RunResult ewc = run("ewc");
+  for (const RunResult* r : {&lwf, &ewc}) {
+    SCOPED_TRACE(r->algorithm);
+    ASSERT_EQ(r->accuracy.trained_tasks(), 5);
+    for (int t = 1; t <= 5; ++t)
+      EXPECT_GT(r->accuracy.at(t, t), 0.6) << "task " << t;
+    EXPECT_EQ(r->costs[0].nodes_per_step, 4.0) << "task 1 is Finetuning's";
+    for (size_t i = 1; i < r->costs.size(); ++i)
+      EXPECT_GT(r->costs[i].nodes_per_step, 4.0) << "task " << r->costs[i].task;
+  }
+  EXPECT_EQ(lwf.algorithm, "LwF");
+  EXPECT_EQ(ewc.algorithm, "EWC");
+}
+
 TEST_F(FashionMnist, SameResultsAtAnyThreadCount) {
   // Finetuning on two tasks at 1, 2, 3, 7 and 16 threads: the same losses and accuracies to the
   // last bit (the engine's tiles depend on the shape, never on the thread count).
@@ -87,7 +106,7 @@ TEST_F(FashionMnist, SameResultsAtAnyThreadCount) {
     const int saved = clarena::num_threads();
     clarena::set_num_threads(threads);
     ExperimentConfig cfg;
-    cfg.algorithm = "finetuning";
+    cfg.algorithm = Algorithm::Finetuning;
     cfg.num_tasks = 2;
     cfg.epochs = 1;
     cfg.max_train_samples_per_task = 700;
