@@ -1,4 +1,5 @@
-# The CUDA backend: our .cu kernels and cuBLAS, compiled into clarena_core.
+# The CUDA backend: our .cu kernels and cuBLAS, compiled into clarena_kernels (whose objects
+# make up clarena_core with core's own).
 # Ampere and Hopper as real code, plus PTX for newer cards (set before enable_language so
 # CMake's own probe does not pick a default architecture the toolkit no longer supports).
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
@@ -17,9 +18,11 @@ set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 file(GLOB CLARENA_CUDA_SOURCES CONFIGURE_DEPENDS
      ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cpp)
-target_sources(clarena_core PRIVATE ${CLARENA_CUDA_SOURCES})
-set_target_properties(clarena_core PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+target_sources(clarena_kernels PRIVATE ${CLARENA_CUDA_SOURCES})
+set_target_properties(clarena_kernels PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+target_compile_definitions(clarena_kernels PUBLIC CLARENA_HAS_CUDA=1)
 target_compile_definitions(clarena_core PUBLIC CLARENA_HAS_CUDA=1)
-target_compile_options(clarena_core PRIVATE
+target_compile_options(clarena_kernels PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra --expt-relaxed-constexpr>)
+target_link_libraries(clarena_kernels PRIVATE CUDA::cudart CUDA::cublas)
 target_link_libraries(clarena_core PUBLIC CUDA::cudart CUDA::cublas)

@@ -1,29 +1,15 @@
-// Device → backend dispatch, and the device queries that depend on the build.
+// Device → backend dispatch.
 #include "clarena/kernels/backend.h"
 
 #include <chrono>
 #include <string>
 
-#include "clarena/core/errors.h"
+#include "clarena/base/errors.h"
 #ifdef CLARENA_HAS_CUDA
 #include "clarena/kernels/cuda_backend.h"
 #endif
 
-namespace clarena {
-
-int cuda_device_count() {
-#ifdef CLARENA_HAS_CUDA
-  return kernels::cuda_device_count_impl();
-#else
-  return 0;
-#endif
-}
-
-bool cuda_is_available() {
-  return cuda_device_count() > 0;
-}
-
-namespace kernels {
+namespace clarena::kernels {
 
 double Backend::time_ms(const std::function<void()>& work) {
   synchronize();
@@ -45,5 +31,4 @@ Backend& backend_for(Device device) {
 #endif
 }
 
-}  // namespace kernels
-}  // namespace clarena
+}  // namespace clarena::kernels

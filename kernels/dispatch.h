@@ -1,10 +1,11 @@
-// Element-type dispatch shared by the backends (private to kernels/).
+// Element-type dispatch shared by the CPU and CUDA backends (private to kernels/).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
-#include "clarena/core/device.h"
-#include "clarena/core/errors.h"
+#include "clarena/base/device.h"
+#include "clarena/base/errors.h"
 
 namespace clarena::kernels {
 
@@ -25,4 +26,19 @@ void dispatch_float(DType t, const char* op, Fn&& fn) {
   throw DTypeError(std::string(op) + ": int64 is not supported, expected float32 or float64");
 }
 
+/// As dispatch_float, with int64 (int64_t) as a third type: for the kernels that move or compare
+/// elements without arithmetic (fill, equal).
+template <typename Fn>
+void dispatch_all(DType t, const char* op, Fn&& fn) {
+  if (t == DType::Int64) {
+    fn(static_cast<int64_t*>(nullptr));
+    return;
+  }
+  dispatch_float(t, op, fn);
+}
+
 }  // namespace clarena::kernels
+
+/// A void pointer of the backend interface as the dispatched element type T.
+#define CLARENA_TYPED(ptr) static_cast<T*>(ptr)
+#define CLARENA_CTYPED(ptr) static_cast<const T*>(ptr)

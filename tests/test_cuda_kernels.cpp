@@ -29,6 +29,7 @@
 
 #include "../kernels/cuda/caching_allocator.h"
 #include "clarena/core/errors.h"
+#include "clarena/core/runtime.h"
 #include "clarena/kernels/backend.h"
 #include "clarena/kernels/cuda_backend.h"
 

@@ -232,6 +232,37 @@ TEST(Handles, ConcatRowsAndColumns) {
   EXPECT_NE(concat({a}, 0).raw(), a.raw());  // a copy, even of one tensor
 }
 
+// A correct-prediction counter kept on the device: argmax (int64), eq of int64 tensors, and the
+// per-batch masks concatenated as int64 [1, B] rows along dim 1; read back once at the end.
+TEST(Handles, Int64CorrectMasksOnEveryDevice) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_is_available()) devices.push_back(Device::cuda());
+  for (Device device : devices) {
+    SCOPED_TRACE(device.str());
+    const Tensor logits1 =
+        Tensor::from_vector(std::vector<float>{0, 2, 1, 5, 0, 0, 1, 1, 3}, {3, 3}).to(device);
+    const Tensor logits2 = Tensor::from_vector(std::vector<double>{1, 0, 0, 1}, {2, 2}).to(device);
+    const Tensor labels1 = Tensor::from_vector(std::vector<int64_t>{1, 1, 2}, {3}).to(device);
+    const Tensor labels2 = Tensor::from_vector(std::vector<int64_t>{0, 0}, {2}).to(device);
+    const Tensor pred1 = argmax(logits1, 1), pred2 = argmax(logits2, 1);
+    EXPECT_EQ(pred1.dtype(), DType::Int64);
+    EXPECT_EQ(pred1.to(Device::cpu()).to_vector<int64_t>(), (std::vector<int64_t>{1, 0, 2}));
+    const Tensor mask1 = eq(pred1, labels1), mask2 = eq(pred2, labels2);
+    EXPECT_EQ(mask1.dtype(), DType::Int64);
+    const Tensor masks = concat({mask1.reshape({1, 3}), mask2.reshape({1, 2})}, 1);
+    EXPECT_EQ(masks.dtype(), DType::Int64);
+    EXPECT_EQ(masks.shape(), (Shape{1, 5}));
+    EXPECT_EQ(masks.to(Device::cpu()).to_vector<int64_t>(), (std::vector<int64_t>{1, 0, 1, 1, 0}));
+    // Rows of int64 too, and eq of two int64 tensors of any values.
+    const Tensor big = Tensor::from_vector(std::vector<int64_t>{int64_t{1} << 40, -7}, {1, 2});
+    const Tensor stacked = concat({big.to(device), big.to(device)}, 0);
+    EXPECT_EQ(stacked.to(Device::cpu()).to_vector<int64_t>(),
+              (std::vector<int64_t>{int64_t{1} << 40, -7, int64_t{1} << 40, -7}));
+    EXPECT_EQ(eq(stacked, stacked).to(Device::cpu()).to_vector<int64_t>(),
+              (std::vector<int64_t>{1, 1, 1, 1}));
+  }
+}
+
 TEST(Generator, DeriveAndBelow) {
   EXPECT_EQ(Generator::derive(1, 2, 3), Generator::derive(1, 2, 3));
   EXPECT_NE(Generator::derive(1, 2, 3), Generator::derive(1, 3, 2));

@@ -1,8 +1,32 @@
 #include "clarena/core/runtime.h"
 
+#include "clarena/core/threads.h"
 #include "clarena/kernels/backend.h"
+#ifdef CLARENA_HAS_CUDA
+#include "clarena/kernels/cuda_backend.h"
+#endif
 
 namespace clarena {
+
+int cuda_device_count() {
+#ifdef CLARENA_HAS_CUDA
+  return kernels::cuda_device_count_impl();
+#else
+  return 0;
+#endif
+}
+
+bool cuda_is_available() {
+  return cuda_device_count() > 0;
+}
+
+int num_threads() {
+  return kernels::cpu_num_threads();
+}
+
+void set_num_threads(int n) {
+  kernels::set_cpu_num_threads(n);
+}
 
 void synchronize(Device device) {
   kernels::backend_for(device).synchronize();

@@ -49,15 +49,6 @@ void host_copy_failed(const Tensor& t) {
 }
 }  // namespace detail
 
-Device Device::parse(const std::string& text) {
-  if (text == "cpu") return cpu();
-  if (text == "cuda") return cuda(0);
-  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
-      text.find_first_not_of("0123456789", 5) == std::string::npos)
-    return cuda(std::stoi(text.substr(5)));
-  throw ValueError("unknown device '" + text + "': expected cpu, cuda or cuda:N");
-}
-
 Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
   data = kernels::backend_for(device).allocate(bytes);
 }

@@ -1,13 +1,14 @@
 // CPU kernels: GEMM on Eigen, split over the thread pool.
-#pragma once
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 
+#include "../dispatch.h"
+#include "cpu_backend.h"
 #include "thread_pool.h"
 
 namespace clarena::kernels::cpu {
+namespace {
 
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -46,7 +47,7 @@ inline int64_t gemm_tile(int64_t extent, double flops) {
 /// row) tiles that the thread pool computes side by side. Eigen itself stays
 /// single-threaded: one pool for the whole library, and no OpenMP teams spinning.
 template <typename T, bool kTa, bool kTb>
-void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T beta, T* c) {
+void gemm_typed(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T beta, T* c) {
   ConstMatMap<T> A(a, kTa ? k : m, kTa ? m : k);
   ConstMatMap<T> B(b, kTb ? n : k, kTb ? k : n);
   Eigen::Map<RowMatrix<T>> C(c, m, n);
@@ -85,17 +86,24 @@ void gemm(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b, T be
   });
 }
 
-template <typename T>
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b,
-          T beta, T* c) {
-  if (ta && tb)
-    gemm<T, true, true>(m, n, k, alpha, a, b, beta, c);
-  else if (ta)
-    gemm<T, true, false>(m, n, k, alpha, a, b, beta, c);
-  else if (tb)
-    gemm<T, false, true>(m, n, k, alpha, a, b, beta, c);
-  else
-    gemm<T, false, false>(m, n, k, alpha, a, b, beta, c);
+}  // namespace
+
+void CpuBackend::gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                      const void* a, const void* b, double beta, void* c) {
+  ++stats_.gemm_calls;
+  dispatch_float(t, "gemm", [&]<typename T>(T*) {
+    const T* ta_ = CLARENA_CTYPED(a);
+    const T* tb_ = CLARENA_CTYPED(b);
+    T* tc = CLARENA_TYPED(c);
+    if (ta && tb)
+      gemm_typed<T, true, true>(m, n, k, T(alpha), ta_, tb_, T(beta), tc);
+    else if (ta)
+      gemm_typed<T, true, false>(m, n, k, T(alpha), ta_, tb_, T(beta), tc);
+    else if (tb)
+      gemm_typed<T, false, true>(m, n, k, T(alpha), ta_, tb_, T(beta), tc);
+    else
+      gemm_typed<T, false, false>(m, n, k, T(alpha), ta_, tb_, T(beta), tc);
+  });
 }
 
 }  // namespace clarena::kernels::cpu

@@ -1,7 +1,5 @@
 // CPU kernels: Log-softmax and the fused softmax cross-entropy, forward and backward (Eigen
 // vectorises exp).
-#pragma once
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -9,9 +7,12 @@
 #include <limits>
 #include <string>
 
-#include "clarena/core/errors.h"
+#include "../dispatch.h"
+#include "clarena/base/errors.h"
+#include "cpu_backend.h"
 
 namespace clarena::kernels::cpu {
+namespace {
 
 template <typename T>
 using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
@@ -71,34 +72,6 @@ RowLogSum<T> row_logsum(const T* x, int64_t cols, T* e) {
   return {mx, std::log(sum), sum};
 }
 
-template <typename T>
-void log_softmax_forward(int64_t rows, int64_t cols, const T* x, T* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    T* yr = y + r * cols;
-    const RowLogSum<T> s = row_logsum(xr, cols, yr);  // y as scratch for the exponentials
-    if (!std::isfinite(s.max)) {
-      std::fill_n(yr, cols, static_cast<T>(kNaN));
-      continue;
-    }
-    const T log_sum = static_cast<T>(s.log_sum);
-    ArrayMap<T>(yr, cols) = (ConstArrayMap<T>(xr, cols) - s.max) - log_sum;
-  }
-}
-
-template <typename T>
-void log_softmax_backward(int64_t rows, int64_t cols, const T* y, const T* dy, T* dx) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* yr = y + r * cols;
-    const T* dyr = dy + r * cols;
-    T s = 0;
-    for (int64_t c = 0; c < cols; ++c)
-      s += dyr[c];
-    ArrayMap<T>(dx + r * cols, cols) =
-        ConstArrayMap<T>(dyr, cols) - ConstArrayMap<T>(yr, cols).exp() * s;
-  }
-}
-
 inline void check_labels(int64_t rows, int64_t cols, const int64_t* labels) {
   for (int64_t r = 0; r < rows; ++r)
     if (labels[r] < 0 || labels[r] >= cols)
@@ -106,21 +79,64 @@ inline void check_labels(int64_t rows, int64_t cols, const int64_t* labels) {
                        std::to_string(r) + " is outside [0, " + std::to_string(cols) + ")");
 }
 
+}  // namespace
+
+void CpuBackend::log_softmax_forward(DType t, int64_t rows, int64_t cols, const void* x_,
+                                     void* y_) {
+  dispatch_float(t, "log_softmax", [&]<typename T>(T*) {
+    const T* x = CLARENA_CTYPED(x_);
+    T* y = CLARENA_TYPED(y_);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols;
+      T* yr = y + r * cols;
+      const RowLogSum<T> s = row_logsum(xr, cols, yr);  // y as scratch for the exponentials
+      if (!std::isfinite(s.max)) {
+        std::fill_n(yr, cols, static_cast<T>(kNaN));
+        continue;
+      }
+      const T log_sum = static_cast<T>(s.log_sum);
+      ArrayMap<T>(yr, cols) = (ConstArrayMap<T>(xr, cols) - s.max) - log_sum;
+    }
+  });
+}
+
+void CpuBackend::log_softmax_backward(DType t, int64_t rows, int64_t cols, const void* y_,
+                                      const void* dy_, void* dx_) {
+  dispatch_float(t, "log_softmax_backward", [&]<typename T>(T*) {
+    const T* y = CLARENA_CTYPED(y_);
+    const T* dy = CLARENA_CTYPED(dy_);
+    T* dx = CLARENA_TYPED(dx_);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* yr = y + r * cols;
+      const T* dyr = dy + r * cols;
+      T s = 0;
+      for (int64_t c = 0; c < cols; ++c)
+        s += dyr[c];
+      ArrayMap<T>(dx + r * cols, cols) =
+          ConstArrayMap<T>(dyr, cols) - ConstArrayMap<T>(yr, cols).exp() * s;
+    }
+  });
+}
+
 /// loss = mean_r ((max_r - x_r[label]) + log_sum_r), each row's term in double; lse[r] =
 /// max_r + log_sum_r rounded to T, the backward's shift (NaN for a non-finite row).
-template <typename T>
-void cross_entropy_forward(int64_t rows, int64_t cols, const T* x, const int64_t* labels, T* lse,
-                           T* loss) {
-  check_labels(rows, cols, labels);
-  Eigen::Array<T, Eigen::Dynamic, 1> scratch(cols);
-  double total = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    const RowLogSum<T> s = row_logsum(xr, cols, scratch.data());
-    lse[r] = static_cast<T>(static_cast<double>(s.max) + s.log_sum);
-    total += (static_cast<double>(s.max) - static_cast<double>(xr[labels[r]])) + s.log_sum;
-  }
-  loss[0] = static_cast<T>(total / static_cast<double>(rows));
+void CpuBackend::cross_entropy_forward(DType t, int64_t rows, int64_t cols, const void* logits,
+                                       const int64_t* labels, void* lse_, void* loss_) {
+  dispatch_float(t, "cross_entropy", [&]<typename T>(T*) {
+    const T* x = CLARENA_CTYPED(logits);
+    T* lse = CLARENA_TYPED(lse_);
+    T* loss = CLARENA_TYPED(loss_);
+    check_labels(rows, cols, labels);
+    Eigen::Array<T, Eigen::Dynamic, 1> scratch(cols);
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols;
+      const RowLogSum<T> s = row_logsum(xr, cols, scratch.data());
+      lse[r] = static_cast<T>(static_cast<double>(s.max) + s.log_sum);
+      total += (static_cast<double>(s.max) - static_cast<double>(xr[labels[r]])) + s.log_sum;
+    }
+    loss[0] = static_cast<T>(total / static_cast<double>(rows));
+  });
 }
 
 /// dx = g/rows * (softmax(x) - onehot(label)), with softmax = e / sum(e), e = exp(x - lse):
@@ -129,30 +145,36 @@ void cross_entropy_forward(int64_t rows, int64_t cols, const T* x, const int64_t
 /// remains, as in torch's (x - max) - log_sum. The label's entry, p - 1, is formed as
 /// -(sum - e_label) / sum in double: it keeps its digits when p is close to 1 (a loss near zero),
 /// where p - 1 would cancel them.
-template <typename T>
-void cross_entropy_backward(int64_t rows, int64_t cols, const T* x, const int64_t* labels,
-                            const T* lse, const T* grad_loss, T* dx) {
-  const double scale = static_cast<double>(grad_loss[0]) / static_cast<double>(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    T* dr = dx + r * cols;
-    double sum;
-    if (std::isfinite(lse[r])) {
-      ArrayMap<T>(dr, cols) = (ConstArrayMap<T>(xr, cols) - lse[r]).exp();
-      sum = sum_in_double(dr, cols);
-    } else {  // a non-finite row (all NaN), or a logsumexp beyond T's range: shift by the max
-      const RowLogSum<T> s = row_logsum(xr, cols, dr);
-      if (!std::isfinite(s.max)) {
-        std::fill_n(dr, cols, static_cast<T>(kNaN));
-        continue;
+void CpuBackend::cross_entropy_backward(DType t, int64_t rows, int64_t cols, const void* logits,
+                                        const int64_t* labels, const void* lse_,
+                                        const void* grad_loss_, void* dlogits) {
+  dispatch_float(t, "cross_entropy_backward", [&]<typename T>(T*) {
+    const T* x = CLARENA_CTYPED(logits);
+    const T* lse = CLARENA_CTYPED(lse_);
+    const T* grad_loss = CLARENA_CTYPED(grad_loss_);
+    T* dx = CLARENA_TYPED(dlogits);
+    const double scale = static_cast<double>(grad_loss[0]) / static_cast<double>(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols;
+      T* dr = dx + r * cols;
+      double sum;
+      if (std::isfinite(lse[r])) {
+        ArrayMap<T>(dr, cols) = (ConstArrayMap<T>(xr, cols) - lse[r]).exp();
+        sum = sum_in_double(dr, cols);
+      } else {  // a non-finite row (all NaN), or a logsumexp beyond T's range: shift by the max
+        const RowLogSum<T> s = row_logsum(xr, cols, dr);
+        if (!std::isfinite(s.max)) {
+          std::fill_n(dr, cols, static_cast<T>(kNaN));
+          continue;
+        }
+        sum = s.sum;
       }
-      sum = s.sum;
+      const int64_t label = labels[r];
+      const double e_label = static_cast<double>(dr[label]);
+      ArrayMap<T>(dr, cols) *= static_cast<T>(scale / sum);
+      dr[label] = static_cast<T>(-scale * ((sum - e_label) / sum));
     }
-    const int64_t label = labels[r];
-    const double e_label = static_cast<double>(dr[label]);
-    ArrayMap<T>(dr, cols) *= static_cast<T>(scale / sum);
-    dr[label] = static_cast<T>(-scale * ((sum - e_label) / sum));
-  }
+  });
 }
 
 }  // namespace clarena::kernels::cpu

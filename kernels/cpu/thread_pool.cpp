@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "clarena/core/errors.h"
-#include "clarena/core/threads.h"
+#include "clarena/base/errors.h"
+#include "clarena/kernels/backend.h"
 
 namespace clarena::kernels {
 namespace {
@@ -137,13 +137,11 @@ ThreadPool& ThreadPool::global() {
   return pool;
 }
 
-}  // namespace clarena::kernels
+int cpu_num_threads() {
+  return ThreadPool::global().size();
+}
+void set_cpu_num_threads(int n) {
+  ThreadPool::global().resize(n);
+}
 
-namespace clarena {
-int num_threads() {
-  return kernels::ThreadPool::global().size();
-}
-void set_num_threads(int n) {
-  kernels::ThreadPool::global().resize(n);
-}
-}  // namespace clarena
+}  // namespace clarena::kernels

@@ -18,6 +18,7 @@
 //
 // gamma and beta may be null (treated as 1 and 0); running_mean/var may be null (not tracked).
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -245,10 +246,12 @@ void launch_flat(const Ctx& ctx, int64_t rows, int64_t cols, Launch&& launch) {
 
 }  // namespace
 
-void batch_norm_train(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* x,
-                      const void* gamma, const void* beta, double eps, double momentum,
-                      void* running_mean, void* running_var, void* y, void* save_mean,
-                      void* save_invstd) {
+void CudaBackend::batch_norm_train(DType t, int64_t rows, int64_t cols, const void* x,
+                                   const void* gamma, const void* beta, double eps, double momentum,
+                                   void* running_mean, void* running_var, void* y, void* save_mean,
+                                   void* save_invstd) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (cols <= 0) return;
   if (rows <= 0) throw ValueError("batch_norm (cuda): training needs at least one row");
   dispatch_float(t, "batch_norm", [&]<typename T>(T*) {
@@ -274,9 +277,11 @@ void batch_norm_train(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const
   });
 }
 
-void batch_norm_eval(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* x,
-                     const void* gamma, const void* beta, const void* running_mean,
-                     const void* running_var, double eps, void* y) {
+void CudaBackend::batch_norm_eval(DType t, int64_t rows, int64_t cols, const void* x,
+                                  const void* gamma, const void* beta, const void* running_mean,
+                                  const void* running_var, double eps, void* y) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "batch_norm", [&]<typename T>(T*) {
     launch_flat(ctx, rows, cols, [&](auto n, auto d, unsigned grid) {
@@ -288,14 +293,17 @@ void batch_norm_eval(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const 
   });
 }
 
-void batch_norm_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* x,
-                         const void* gamma, const void* save_mean, const void* save_invstd,
-                         const void* dy, void* dx, void* dgamma, void* dbeta) {
+void CudaBackend::batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x,
+                                      const void* gamma, const void* save_mean,
+                                      const void* save_invstd, const void* dy, void* dx,
+                                      void* dgamma, void* dbeta) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (cols <= 0 || (!dx && !dgamma && !dbeta)) return;
   dispatch_float(t, "batch_norm_backward", [&]<typename T>(T*) {
     if (rows <= 0) {  // sums over no rows
-      if (dgamma) fill(ctx, t, cols, 0.0, dgamma);
-      if (dbeta) fill(ctx, t, cols, 0.0, dbeta);
+      if (dgamma) fill_on_stream(ctx, t, cols, 0.0, dgamma);
+      if (dbeta) fill_on_stream(ctx, t, cols, 0.0, dbeta);
       return;
     }
     const T* tx = static_cast<const T*>(x);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "check.h"
-#include "clarena/core/errors.h"
+#include "clarena/base/errors.h"
 
 namespace clarena::kernels::cuda {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "clarena/core/errors.h"
+#include "clarena/base/errors.h"
 
 namespace clarena::kernels::cuda {
 

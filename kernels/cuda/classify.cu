@@ -8,6 +8,7 @@
 // change the answer. With inner > 1 one thread walks the reduced axis for each (o, i), reads
 // coalesced across i.
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -117,8 +118,10 @@ __global__ void CLARENA_BOUNDS(kBlock)
 
 }  // namespace
 
-void argmax(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inner, const void* x,
-            int64_t* out) {
+void CudaBackend::argmax(DType t, int64_t outer, int64_t reduce, int64_t inner, const void* x,
+                         int64_t* out) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (outer <= 0 || inner <= 0) return;
   if (reduce <= 0) throw ValueError("argmax (cuda): the reduced axis is empty");
   dispatch_float(t, "argmax", [&]<typename T>(T*) {
@@ -137,26 +140,31 @@ void argmax(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inne
   });
 }
 
-void equal(const Ctx& ctx, DType t, int64_t n, const void* a, const void* b, int64_t* out) {
+void CudaBackend::equal(DType t, int64_t n, const void* a, const void* b, int64_t* out) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
-  if (t == DType::Int64) {
-    equal_kernel<int64_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-        n, static_cast<const int64_t*>(a), static_cast<const int64_t*>(b), out);
-  } else {
-    dispatch_float(t, "equal", [&]<typename T>(T*) {
-      equal_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<const T*>(a),
-                                                                   static_cast<const T*>(b), out);
-    });
-  }
+  dispatch_all(t, "equal", [&]<typename T>(T*) {
+    equal_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, static_cast<const T*>(a),
+                                                                 static_cast<const T*>(b), out);
+  });
   after_launch(ctx);
 }
 
-void count_equal(const Ctx& ctx, int64_t n, const int64_t* a, const int64_t* b,
-                 unsigned long long* counter_dev) {
-  CLARENA_CUDA_CHECK(cudaMemsetAsync(counter_dev, 0, sizeof(unsigned long long), ctx.stream));
-  if (n <= 0) return;
-  count_equal_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, a, b, counter_dev);
-  after_launch(ctx);
+int64_t CudaBackend::count_equal(int64_t n, const int64_t* a, const int64_t* b) {
+  Lock lock(*this);  // held through the wait: counter_host_ is shared
+  const Ctx& ctx = ctx_;
+  // The count goes to counter_dev_ (zeroed first), then to the pinned counter_host_.
+  CLARENA_CUDA_CHECK(cudaMemsetAsync(counter_dev_, 0, sizeof(unsigned long long), ctx.stream));
+  if (n > 0) {
+    count_equal_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(n, a, b, counter_dev_);
+    after_launch(ctx);
+  }
+  CLARENA_CUDA_CHECK(cudaMemcpyAsync(counter_host_, counter_dev_, sizeof(unsigned long long),
+                                     cudaMemcpyDeviceToHost, stream_));
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  raise_label_error();
+  return static_cast<int64_t>(*counter_host_);
 }
 
 }  // namespace clarena::kernels::cuda

@@ -11,8 +11,8 @@
 
 #include "../dispatch.h"
 #include "check.h"
-#include "clarena/core/errors.h"
-#include "ops.h"
+#include "clarena/base/errors.h"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 

@@ -1,17 +1,7 @@
-// CudaBackend: the Backend interface on one CUDA device.
-//
-// Products go to cuBLAS (row-major operands mapped onto column-major calls by computing
-// C^T = op(B)^T op(A)^T, i.e. swapping the operands and m/n); everything else to our kernels
-// (ops.h). One non-blocking stream per device carries every kernel, cuBLAS call and copy, so
-// work is ordered without events and the caching allocator can hand a freed block out again at
-// once. The host waits only in copy_to_host, count_equal and synchronize; those are also where a
-// bad cross-entropy label recorded on the device is thrown as ValueError.
-//
-// Threads: one mutex per backend (`mu_`) guards what calls share on the host: the cuBLAS handle
-// and its math mode, the scratch buffer (held for the whole op that uses it, so two ops never
-// interleave their passes through it), the pool of timing events, the pinned counter of
-// count_equal and the bad-label record. A call holds it while it enqueues, not while it waits
-// for the stream (except count_equal, whose pinned result buffer is shared).
+// CudaBackend (cuda_backend.cuh) on one CUDA device: construction, memory and copies, the
+// products, timing, and the backends' registry. Products go to cuBLAS (row-major operands mapped
+// onto column-major calls by computing C^T = op(B)^T op(A)^T, i.e. swapping the operands and
+// m/n); every other kernel is a member defined in the `.cu` file of its family.
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -23,44 +13,29 @@
 #include <utility>
 #include <vector>
 
-#include "caching_allocator.h"
 #include "clarena/kernels/cuda_backend.h"
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels {
 namespace {
 
 std::atomic<bool> g_tf32{false};
 
-/// Makes `device` current for the scope (restoring the previous one), cheap when it already is.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    CLARENA_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device)
-      CLARENA_CUDA_CHECK(cudaSetDevice(device));
-    else
-      prev_ = -1;
-  }
-  ~DeviceGuard() {
-    if (prev_ >= 0) (void)cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
 
- private:
-  int prev_ = -1;
-};
+}  // namespace
+
+namespace cuda {
+namespace {
 
 void check_int_range(const char* op, const char* what, int64_t v) {
   if (v > INT_MAX)
     throw ValueError(std::string(op) + " (cuda): " + what + " = " + std::to_string(v) +
                      " exceeds the cuBLAS limit of " + std::to_string(INT_MAX));
-}
-
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
 }
 
 cudaStream_t make_stream(int index) {
@@ -70,372 +45,225 @@ cudaStream_t make_stream(int index) {
   return s;
 }
 
-class CudaBackend final : public Backend, private cuda::Scratch {
- public:
-  explicit CudaBackend(int index)
-      : index_(index),
-        stream_(make_stream(index)),
-        alloc_(index, cuda::cuda_device_memory(stream_), cuda_caching_enabled()) {
-    DeviceGuard guard(index_);
-    int sms = 1;
-    CLARENA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index_));
-    CLARENA_CUBLAS_CHECK(cublasCreate(&cublas_));
-    CLARENA_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-    CLARENA_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-    // Give cuBLAS its workspace from our allocator so it never allocates behind our back
-    // (and so a captured step stays free of allocations). 32 MiB is NVIDIA's advice for Hopper.
-    cublas_ws_bytes_ = size_t{32} << 20;
-    cublas_ws_ = alloc_.allocate(cublas_ws_bytes_, &stats_.device_mallocs);
-    CLARENA_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_, cublas_ws_bytes_));
+}  // namespace
 
-    label_record_ = static_cast<cuda::LabelErrorRecord*>(
-        alloc_.allocate(sizeof(cuda::LabelErrorRecord), &stats_.device_mallocs));
-    CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(cuda::LabelErrorRecord), stream_));
-    CLARENA_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_flag_), sizeof(int),
-                                     cudaHostAllocMapped | cudaHostAllocPortable));
-    *host_flag_ = 0;
-    CLARENA_CUDA_CHECK(
-        cudaHostGetDevicePointer(reinterpret_cast<void**>(&host_flag_dev_), host_flag_, 0));
-    counter_dev_ = static_cast<unsigned long long*>(
-        alloc_.allocate(sizeof(unsigned long long), &stats_.device_mallocs));
-    CLARENA_CUDA_CHECK(
-        cudaMallocHost(reinterpret_cast<void**>(&counter_host_), sizeof(unsigned long long)));
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+CudaBackend::CudaBackend(int index)
+    : index_(index),
+      stream_(make_stream(index)),
+      alloc_(index, cuda::cuda_device_memory(stream_), cuda_caching_enabled()) {
+  DeviceGuard guard(index_);
+  int sms = 1;
+  CLARENA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index_));
+  CLARENA_CUBLAS_CHECK(cublasCreate(&cublas_));
+  CLARENA_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  CLARENA_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  // Give cuBLAS its workspace from our allocator so it never allocates behind our back
+  // (and so a captured step stays free of allocations). 32 MiB is NVIDIA's advice for Hopper.
+  cublas_ws_bytes_ = size_t{32} << 20;
+  cublas_ws_ = alloc_.allocate(cublas_ws_bytes_, &stats_.device_mallocs);
+  CLARENA_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_, cublas_ws_bytes_));
 
-    ctx_.stream = stream_;
-    ctx_.sm_count = sms > 0 ? sms : 1;
-    ctx_.stats = &stats_;
-    ctx_.scratch = this;
-    ctx_.labels.record = label_record_;
-    ctx_.labels.host_flag = host_flag_dev_;
-  }
-  // Never destroyed (see cuda_backend()): tensors may outlive any static destruction order.
+  label_record_ = static_cast<cuda::LabelErrorRecord*>(
+      alloc_.allocate(sizeof(cuda::LabelErrorRecord), &stats_.device_mallocs));
+  CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(cuda::LabelErrorRecord), stream_));
+  CLARENA_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_flag_), sizeof(int),
+                                   cudaHostAllocMapped | cudaHostAllocPortable));
+  *host_flag_ = 0;
+  CLARENA_CUDA_CHECK(
+      cudaHostGetDevicePointer(reinterpret_cast<void**>(&host_flag_dev_), host_flag_, 0));
+  counter_dev_ = static_cast<unsigned long long*>(
+      alloc_.allocate(sizeof(unsigned long long), &stats_.device_mallocs));
+  CLARENA_CUDA_CHECK(
+      cudaMallocHost(reinterpret_cast<void**>(&counter_host_), sizeof(unsigned long long)));
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 
-  Device device() const override { return Device::cuda(index_); }
+  ctx_.stream = stream_;
+  ctx_.sm_count = sms > 0 ? sms : 1;
+  ctx_.stats = &stats_;
+  ctx_.scratch = this;
+  ctx_.labels.record = label_record_;
+  ctx_.labels.host_flag = host_flag_dev_;
+}
 
-  /// The device made current and the backend's mutex held, for one call's enqueueing.
-  struct Lock {
-    explicit Lock(CudaBackend& b) : guard(b.index_), lock(b.mu_) {}
-    DeviceGuard guard;
-    std::lock_guard<std::mutex> lock;
-  };
+// --- memory ---------------------------------------------------------------------------------
+void* CudaBackend::allocate(size_t bytes) {
+  DeviceGuard guard(index_);
+  void* p = alloc_.allocate(bytes, &stats_.device_mallocs);
+  stats_.on_allocate(bytes);
+  return p;
+}
+void CudaBackend::deallocate(void* ptr, size_t bytes) {
+  if (!ptr) return;
+  alloc_.deallocate(ptr);
+  stats_.on_deallocate(bytes);
+}
 
-  // --- memory ---------------------------------------------------------------------------------
-  void* allocate(size_t bytes) override {
-    DeviceGuard guard(index_);
-    void* p = alloc_.allocate(bytes, &stats_.device_mallocs);
-    stats_.on_allocate(bytes);
-    return p;
+// host_src is staged by the driver (pageable memory) before this returns, so the caller may
+// reuse it at once; the device side completes in stream order.
+void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  DeviceGuard guard(index_);
+  CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+}
+void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  DeviceGuard guard(index_);
+  if (bytes)
+    CLARENA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::lock_guard<std::mutex> lock(mu_);
+  raise_label_error();
+}
+void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  Lock lock(*this);
+  const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  if (d < s + bytes && s < d + bytes) {  // overlapping: go through scratch (memmove semantics)
+    void* tmp = get(bytes);
+    CLARENA_CUDA_CHECK(cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    src = tmp;
   }
-  void deallocate(void* ptr, size_t bytes) override {
-    if (!ptr) return;
-    alloc_.deallocate(ptr);
-    stats_.on_deallocate(bytes);
-  }
+  CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+void CudaBackend::copy_block(DType t, int64_t rows, int64_t cols, const void* src, int64_t src_ld,
+                             void* dst, int64_t dst_ld) {
+  if (rows <= 0 || cols <= 0) return;
+  if (src_ld < cols || dst_ld < cols)
+    throw ValueError("copy_block (cuda): leading dimensions " + std::to_string(src_ld) + ", " +
+                     std::to_string(dst_ld) + " are smaller than the block width " +
+                     std::to_string(cols));
+  Lock lock(*this);
+  const size_t item = itemsize(t);
+  CLARENA_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_ld) * item, src,
+                                       static_cast<size_t>(src_ld) * item,
+                                       static_cast<size_t>(cols) * item, static_cast<size_t>(rows),
+                                       cudaMemcpyDeviceToDevice, stream_));
+}
+void CudaBackend::synchronize() {
+  DeviceGuard guard(index_);
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::lock_guard<std::mutex> lock(mu_);
+  raise_label_error();
+}
 
-  // host_src is staged by the driver (pageable memory) before this returns, so the caller may
-  // reuse it at once; the device side completes in stream order.
-  void copy_from_host(void* dst, const void* host_src, size_t bytes) override {
-    if (bytes == 0) return;
-    DeviceGuard guard(index_);
-    CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+// --- products -------------------------------------------------------------------------------
+void CudaBackend::gemm(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                       double alpha, const void* a, const void* b, double beta, void* c) {
+  if (m <= 0 || n <= 0) return;
+  Lock lock(*this);
+  if (k <= 0) {  // empty product: C = beta * C
+    cuda::scale_inplace(ctx_, t, m * n, beta, c);
+    return;
   }
-  void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
-    DeviceGuard guard(index_);
-    if (bytes)
-      CLARENA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::lock_guard<std::mutex> lock(mu_);
-    raise_label_error();
-  }
-  void copy(void* dst, const void* src, size_t bytes) override {
-    if (bytes == 0 || dst == src) return;
-    Lock lock(*this);
-    const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
-    if (d < s + bytes && s < d + bytes) {  // overlapping: go through scratch (memmove semantics)
-      void* tmp = get(bytes);
-      CLARENA_CUDA_CHECK(cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, stream_));
-      src = tmp;
-    }
-    CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
-  }
-  void copy_block(DType t, int64_t rows, int64_t cols, const void* src, int64_t src_ld, void* dst,
-                  int64_t dst_ld) override {
-    if (rows <= 0 || cols <= 0) return;
-    if (src_ld < cols || dst_ld < cols)
-      throw ValueError("copy_block (cuda): leading dimensions " + std::to_string(src_ld) + ", " +
-                       std::to_string(dst_ld) + " are smaller than the block width " +
-                       std::to_string(cols));
-    Lock lock(*this);
-    const size_t item = itemsize(t);
-    CLARENA_CUDA_CHECK(
-        cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_ld) * item, src,
-                          static_cast<size_t>(src_ld) * item, static_cast<size_t>(cols) * item,
-                          static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
-  }
-  void fill(DType t, int64_t n, double value, void* dst) override {
-    Lock lock(*this);
-    cuda::fill(ctx_, t, n, value, dst);
-  }
-  void synchronize() override {
-    DeviceGuard guard(index_);
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::lock_guard<std::mutex> lock(mu_);
-    raise_label_error();
-  }
-
-  // --- products -------------------------------------------------------------------------------
-  void gemm(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-            const void* a, const void* b, double beta, void* c) override {
-    if (m <= 0 || n <= 0) return;
-    Lock lock(*this);
-    if (k <= 0) {  // empty product: C = beta * C
-      cuda::scale_inplace(ctx_, t, m * n, beta, c);
-      return;
-    }
-    check_int_range("gemm", "m", m);
-    check_int_range("gemm", "n", n);
-    check_int_range("gemm", "k", k);
-    // Row-major C[m,n] is column-major C^T[n,m]; C^T = op(B)^T op(A)^T. Row-major B read as
-    // column-major is B^T, so the column-major call takes B first with op = trans_b.
-    const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
-    const int ldb = static_cast<int>(trans_b ? k : n);
-    const int lda = static_cast<int>(trans_a ? m : k);
-    const int ldc = static_cast<int>(n);
-    if (t == DType::Float32) {
-      const bool tf32 = g_tf32.load(std::memory_order_relaxed);
-      if (tf32 != cublas_tf32_) {
-        CLARENA_CUBLAS_CHECK(
-            cublasSetMathMode(cublas_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-        cublas_tf32_ = tf32;
-      }
-      const float fa = static_cast<float>(alpha), fb = static_cast<float>(beta);
+  check_int_range("gemm", "m", m);
+  check_int_range("gemm", "n", n);
+  check_int_range("gemm", "k", k);
+  // Row-major C[m,n] is column-major C^T[n,m]; C^T = op(B)^T op(A)^T. Row-major B read as
+  // column-major is B^T, so the column-major call takes B first with op = trans_b.
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+  const int ldb = static_cast<int>(trans_b ? k : n);
+  const int lda = static_cast<int>(trans_a ? m : k);
+  const int ldc = static_cast<int>(n);
+  if (t == DType::Float32) {
+    const bool tf32 = g_tf32.load(std::memory_order_relaxed);
+    if (tf32 != cublas_tf32_) {
       CLARENA_CUBLAS_CHECK(
-          cublasSgemm(cublas_, op_b, op_a, M, N, K, &fa, static_cast<const float*>(b), ldb,
-                      static_cast<const float*>(a), lda, &fb, static_cast<float*>(c), ldc));
-    } else if (t == DType::Float64) {
-      CLARENA_CUBLAS_CHECK(
-          cublasDgemm(cublas_, op_b, op_a, M, N, K, &alpha, static_cast<const double*>(b), ldb,
-                      static_cast<const double*>(a), lda, &beta, static_cast<double*>(c), ldc));
+          cublasSetMathMode(cublas_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      cublas_tf32_ = tf32;
+    }
+    const float fa = static_cast<float>(alpha), fb = static_cast<float>(beta);
+    CLARENA_CUBLAS_CHECK(
+        cublasSgemm(cublas_, op_b, op_a, M, N, K, &fa, static_cast<const float*>(b), ldb,
+                    static_cast<const float*>(a), lda, &fb, static_cast<float*>(c), ldc));
+  } else if (t == DType::Float64) {
+    CLARENA_CUBLAS_CHECK(
+        cublasDgemm(cublas_, op_b, op_a, M, N, K, &alpha, static_cast<const double*>(b), ldb,
+                    static_cast<const double*>(a), lda, &beta, static_cast<double*>(c), ldc));
+  } else {
+    throw DTypeError("gemm (cuda): int64 is not supported, expected float32 or float64");
+  }
+  ++stats_.gemm_calls;
+  ++stats_.kernel_launches;
+}
+
+/// Events bracket `work` on the stream; work itself runs without the backend's mutex (it calls
+/// the backend). Each call takes its own pair of events from a pool, so concurrent calls from
+/// several threads do not share one.
+double CudaBackend::time_ms(const std::function<void()>& work) {
+  DeviceGuard guard(index_);
+  std::pair<cudaEvent_t, cudaEvent_t> ev{};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (events_.empty()) {
+      CLARENA_CUDA_CHECK(cudaEventCreate(&ev.first));
+      CLARENA_CUDA_CHECK(cudaEventCreate(&ev.second));
     } else {
-      throw DTypeError("gemm (cuda): int64 is not supported, expected float32 or float64");
+      ev = events_.back();
+      events_.pop_back();
     }
-    ++stats_.gemm_calls;
-    ++stats_.kernel_launches;
+    CLARENA_CUDA_CHECK(cudaEventRecord(ev.first, stream_));
   }
-
-  // --- element-wise ---------------------------------------------------------------------------
-  void binary(Binary op, Broadcast bc, DType t, int64_t rows, int64_t cols, const void* a,
-              const void* b, void* out) override {
-    Lock lock(*this);
-    cuda::binary(ctx_, op, bc, t, rows, cols, a, b, out);
-  }
-  void axpby(DType t, int64_t n, double alpha, const void* x, double beta, void* y) override {
-    Lock lock(*this);
-    cuda::axpby(ctx_, t, n, alpha, x, beta, y);
-  }
-  void unary_forward(Unary f, DType t, int64_t n, const void* x, void* y) override {
-    Lock lock(*this);
-    cuda::unary_forward(ctx_, f, t, n, x, y);
-  }
-  void unary_backward(Unary f, DType t, int64_t n, const void* y, const void* dy,
-                      void* dx) override {
-    Lock lock(*this);
-    cuda::unary_backward(ctx_, f, t, n, y, dy, dx);
-  }
-  void bias_relu(DType t, int64_t rows, int64_t cols, const void* bias, void* y) override {
-    Lock lock(*this);
-    cuda::bias_relu(ctx_, t, rows, cols, bias, y);
-  }
-
-  // --- reductions -----------------------------------------------------------------------------
-  void reduce_sum(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
-                  const void* x, double beta, void* out) override {
-    Lock lock(*this);
-    cuda::reduce_sum(ctx_, t, outer, reduce, inner, scale, x, beta, out);
-  }
-  void expand(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale, const void* g,
-              void* out) override {
-    Lock lock(*this);
-    cuda::expand(ctx_, t, outer, reduce, inner, scale, g, out);
-  }
-
-  // --- softmax family -------------------------------------------------------------------------
-  void log_softmax_forward(DType t, int64_t rows, int64_t cols, const void* x, void* y) override {
-    Lock lock(*this);
-    cuda::log_softmax_forward(ctx_, t, rows, cols, x, y);
-  }
-  void log_softmax_backward(DType t, int64_t rows, int64_t cols, const void* y, const void* dy,
-                            void* dx) override {
-    Lock lock(*this);
-    cuda::log_softmax_backward(ctx_, t, rows, cols, y, dy, dx);
-  }
-  void cross_entropy_forward(DType t, int64_t rows, int64_t cols, const void* logits,
-                             const int64_t* labels, void* lse, void* loss) override {
-    Lock lock(*this);
-    cuda::cross_entropy_forward(ctx_, t, rows, cols, logits, labels, lse, loss);
-  }
-  void cross_entropy_backward(DType t, int64_t rows, int64_t cols, const void* logits,
-                              const int64_t* labels, const void* lse, const void* grad_loss,
-                              void* dlogits) override {
-    Lock lock(*this);
-    cuda::cross_entropy_backward(ctx_, t, rows, cols, logits, labels, lse, grad_loss, dlogits);
-  }
-
-  // --- classification -------------------------------------------------------------------------
-  void argmax(DType t, int64_t outer, int64_t reduce, int64_t inner, const void* x,
-              int64_t* out) override {
-    Lock lock(*this);
-    cuda::argmax(ctx_, t, outer, reduce, inner, x, out);
-  }
-  void equal(DType t, int64_t n, const void* a, const void* b, int64_t* out) override {
-    Lock lock(*this);
-    cuda::equal(ctx_, t, n, a, b, out);
-  }
-  int64_t count_equal(int64_t n, const int64_t* a, const int64_t* b) override {
-    Lock lock(*this);  // held through the wait: counter_host_ is shared
-    cuda::count_equal(ctx_, n, a, b, counter_dev_);
-    CLARENA_CUDA_CHECK(cudaMemcpyAsync(counter_host_, counter_dev_, sizeof(unsigned long long),
-                                       cudaMemcpyDeviceToHost, stream_));
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  struct GiveBack {  // the pair returns to the pool however the call ends
+    CudaBackend& b;
+    std::pair<cudaEvent_t, cudaEvent_t> ev;
+    ~GiveBack() {
+      std::lock_guard<std::mutex> lock(b.mu_);
+      b.events_.push_back(ev);
+    }
+  } give_back{*this, ev};
+  work();
+  CLARENA_CUDA_CHECK(cudaEventRecord(ev.second, stream_));
+  CLARENA_CUDA_CHECK(cudaEventSynchronize(ev.second));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     raise_label_error();
-    return static_cast<int64_t>(*counter_host_);
   }
+  float ms = 0;
+  CLARENA_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.first, ev.second));
+  return static_cast<double>(ms);
+}
 
-  // --- batch norm -----------------------------------------------------------------------------
-  void batch_norm_train(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                        const void* beta, double eps, double momentum, void* running_mean,
-                        void* running_var, void* y, void* save_mean, void* save_invstd) override {
-    Lock lock(*this);
-    cuda::batch_norm_train(ctx_, t, rows, cols, x, gamma, beta, eps, momentum, running_mean,
-                           running_var, y, save_mean, save_invstd);
-  }
-  void batch_norm_eval(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                       const void* beta, const void* running_mean, const void* running_var,
-                       double eps, void* y) override {
-    Lock lock(*this);
-    cuda::batch_norm_eval(ctx_, t, rows, cols, x, gamma, beta, running_mean, running_var, eps, y);
-  }
-  void batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                           const void* save_mean, const void* save_invstd, const void* dy, void* dx,
-                           void* dgamma, void* dbeta) override {
-    Lock lock(*this);
-    cuda::batch_norm_backward(ctx_, t, rows, cols, x, gamma, save_mean, save_invstd, dy, dx, dgamma,
-                              dbeta);
-  }
-
-  // --- optimizers -----------------------------------------------------------------------------
-  void sgd_update(DType t, int64_t n, void* param, const void* grad, void* momentum_buf,
-                  const SGDParams& o) override {
-    Lock lock(*this);
-    cuda::sgd_update(ctx_, t, n, param, grad, momentum_buf, o);
-  }
-  void adam_update(DType t, int64_t n, void* param, const void* grad, void* exp_avg,
-                   void* exp_avg_sq, const AdamParams& o) override {
-    Lock lock(*this);
-    cuda::adam_update(ctx_, t, n, param, grad, exp_avg, exp_avg_sq, o);
-  }
-
-  /// Events bracket `work` on the stream; work itself runs without the backend's mutex (it calls
-  /// the backend). Each call takes its own pair of events from a pool, so concurrent calls from
-  /// several threads do not share one.
-  double time_ms(const std::function<void()>& work) override {
-    DeviceGuard guard(index_);
-    std::pair<cudaEvent_t, cudaEvent_t> ev{};
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (events_.empty()) {
-        CLARENA_CUDA_CHECK(cudaEventCreate(&ev.first));
-        CLARENA_CUDA_CHECK(cudaEventCreate(&ev.second));
-      } else {
-        ev = events_.back();
-        events_.pop_back();
-      }
-      CLARENA_CUDA_CHECK(cudaEventRecord(ev.first, stream_));
-    }
-    struct GiveBack {  // the pair returns to the pool however the call ends
-      CudaBackend& b;
-      std::pair<cudaEvent_t, cudaEvent_t> ev;
-      ~GiveBack() {
-        std::lock_guard<std::mutex> lock(b.mu_);
-        b.events_.push_back(ev);
-      }
-    } give_back{*this, ev};
-    work();
-    CLARENA_CUDA_CHECK(cudaEventRecord(ev.second, stream_));
-    CLARENA_CUDA_CHECK(cudaEventSynchronize(ev.second));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      raise_label_error();
-    }
-    float ms = 0;
-    CLARENA_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.first, ev.second));
-    return static_cast<double>(ms);
-  }
-
-  // --- backend-specific -----------------------------------------------------------------------
-  void empty_cache() {
-    Lock lock(*this);
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    // The scratch buffer is cached memory too: hand it back so its segment can be released.
+// --- backend-specific -----------------------------------------------------------------------
+void CudaBackend::empty_cache() {
+  Lock lock(*this);
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // The scratch buffer is cached memory too: hand it back so its segment can be released.
+  alloc_.deallocate(scratch_);
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
+  alloc_.empty_cache();
+}
+void* CudaBackend::get(size_t bytes) {
+  if (bytes > scratch_bytes_) {
     alloc_.deallocate(scratch_);
     scratch_ = nullptr;
     scratch_bytes_ = 0;
-    alloc_.empty_cache();
+    scratch_ = alloc_.allocate(bytes, &stats_.device_mallocs);
+    scratch_bytes_ = bytes;
   }
-  cuda::AllocatorStats memory_stats() const { return alloc_.stats(); }
+  return scratch_;
+}
 
- private:
-  /// Scratch for multi-pass kernels: grows, never shrinks; the old block goes back to the cache
-  /// (safe: all its readers are earlier on the same stream). Called with mu_ held, which the
-  /// calling op keeps until all its passes are enqueued.
-  void* get(size_t bytes) override {
-    if (bytes > scratch_bytes_) {
-      alloc_.deallocate(scratch_);
-      scratch_ = nullptr;
-      scratch_bytes_ = 0;
-      scratch_ = alloc_.allocate(bytes, &stats_.device_mallocs);
-      scratch_bytes_ = bytes;
-    }
-    return scratch_;
-  }
+void CudaBackend::raise_label_error() {
+  if (*reinterpret_cast<volatile int*>(host_flag_) == 0) return;
+  cuda::LabelErrorRecord rec{};
+  CLARENA_CUDA_CHECK(
+      cudaMemcpyAsync(&rec, label_record_, sizeof(rec), cudaMemcpyDeviceToHost, stream_));
+  CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(rec), stream_));
+  CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  *reinterpret_cast<volatile int*>(host_flag_) = 0;
+  throw ValueError("cross_entropy (cuda:" + std::to_string(index_) + "): label " +
+                   std::to_string(rec.label) + " at row " + std::to_string(rec.row) +
+                   " is outside [0, " + std::to_string(rec.cols) +
+                   ") (found on the device, reported at the next host read)");
+}
 
-  /// Called with mu_ held after a stream synchronization: throws the first bad label a kernel
-  /// recorded.
-  void raise_label_error() {
-    if (*reinterpret_cast<volatile int*>(host_flag_) == 0) return;
-    cuda::LabelErrorRecord rec{};
-    CLARENA_CUDA_CHECK(
-        cudaMemcpyAsync(&rec, label_record_, sizeof(rec), cudaMemcpyDeviceToHost, stream_));
-    CLARENA_CUDA_CHECK(cudaMemsetAsync(label_record_, 0, sizeof(rec), stream_));
-    CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    *reinterpret_cast<volatile int*>(host_flag_) = 0;
-    throw ValueError("cross_entropy (cuda:" + std::to_string(index_) + "): label " +
-                     std::to_string(rec.label) + " at row " + std::to_string(rec.row) +
-                     " is outside [0, " + std::to_string(rec.cols) +
-                     ") (found on the device, reported at the next host read)");
-  }
+}  // namespace cuda
 
-  int index_;
-  cudaStream_t stream_ = nullptr;
-  cuda::CachingAllocator alloc_;
-  std::mutex mu_;
-  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events_;  // for time_ms, made on first use
-  cublasHandle_t cublas_ = nullptr;
-  bool cublas_tf32_ = false;
-  void* cublas_ws_ = nullptr;
-  size_t cublas_ws_bytes_ = 0;
-  void* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
-  cuda::LabelErrorRecord* label_record_ = nullptr;
-  int* host_flag_ = nullptr;
-  int* host_flag_dev_ = nullptr;
-  unsigned long long* counter_dev_ = nullptr;
-  unsigned long long* counter_host_ = nullptr;
-  cuda::Ctx ctx_;
-};
+namespace {
+
+using cuda::CudaBackend;
 
 constexpr int kMaxDevices = 64;
 std::atomic<CudaBackend*> g_backends[kMaxDevices];

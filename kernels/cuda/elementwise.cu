@@ -12,6 +12,7 @@
 // ReLU follows torch: relu(NaN) = NaN (clamp_min), and its backward is threshold_backward on
 // the output, dx = (y <= 0) ? 0 : dy, so a NaN output passes its gradient through.
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -215,8 +216,10 @@ void binary_typed(const Ctx& ctx, Broadcast bc, int64_t rows, int64_t cols, cons
 
 }  // namespace
 
-void binary(const Ctx& ctx, Binary op, Broadcast bc, DType t, int64_t rows, int64_t cols,
-            const void* a, const void* b, void* out) {
+void CudaBackend::binary(Binary op, Broadcast bc, DType t, int64_t rows, int64_t cols,
+                         const void* a, const void* b, void* out) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "binary", [&]<typename T>(T*) {
     const T* ta = static_cast<const T*>(a);
@@ -237,7 +240,9 @@ void binary(const Ctx& ctx, Binary op, Broadcast bc, DType t, int64_t rows, int6
   after_launch(ctx);
 }
 
-void axpby(const Ctx& ctx, DType t, int64_t n, double alpha, const void* x, double beta, void* y) {
+void CudaBackend::axpby(DType t, int64_t n, double alpha, const void* x, double beta, void* y) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
   dispatch_float(t, "axpby", [&]<typename T>(T*) {
     const T* tx = static_cast<const T*>(x);
@@ -251,7 +256,9 @@ void axpby(const Ctx& ctx, DType t, int64_t n, double alpha, const void* x, doub
   after_launch(ctx);
 }
 
-void unary_forward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* x, void* y) {
+void CudaBackend::unary_forward(Unary f, DType t, int64_t n, const void* x, void* y) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
   dispatch_float(t, "unary", [&]<typename T>(T*) {
     const T* tx = static_cast<const T*>(x);
@@ -274,8 +281,10 @@ void unary_forward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* x, v
   after_launch(ctx);
 }
 
-void unary_backward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* y, const void* dy,
-                    void* dx) {
+void CudaBackend::unary_backward(Unary f, DType t, int64_t n, const void* y, const void* dy,
+                                 void* dx) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
   dispatch_float(t, "unary_backward", [&]<typename T>(T*) {
     const T* ty = static_cast<const T*>(y);
@@ -299,7 +308,9 @@ void unary_backward(const Ctx& ctx, Unary f, DType t, int64_t n, const void* y, 
   after_launch(ctx);
 }
 
-void bias_relu(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* bias, void* y) {
+void CudaBackend::bias_relu(DType t, int64_t rows, int64_t cols, const void* bias, void* y) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "bias_relu", [&]<typename T>(T*) {
     T* ty = static_cast<T*>(y);

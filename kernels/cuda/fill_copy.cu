@@ -1,6 +1,7 @@
 // Fill and scale: flat grid-stride loops over 16-byte packs when the buffer is aligned, element
 // by element otherwise. (Copies are cudaMemcpyAsync calls in cuda_backend.cu, not kernels.)
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -57,23 +58,23 @@ void fill_typed(const Ctx& ctx, int64_t n, T value, T* dst) {
 
 }  // namespace
 
-void fill(const Ctx& ctx, DType t, int64_t n, double value, void* dst) {
+void fill_on_stream(const Ctx& ctx, DType t, int64_t n, double value, void* dst) {
   if (n <= 0) return;
-  if (t == DType::Int64) {
-    fill_typed<long long>(ctx, n, static_cast<long long>(value), static_cast<long long*>(dst));
-    after_launch(ctx);
-    return;
-  }
-  dispatch_float(t, "fill", [&]<typename T>(T*) {
+  dispatch_all(t, "fill", [&]<typename T>(T*) {
     fill_typed<T>(ctx, n, static_cast<T>(value), static_cast<T*>(dst));
   });
   after_launch(ctx);
 }
 
+void CudaBackend::fill(DType t, int64_t n, double value, void* dst) {
+  Lock lock(*this);
+  fill_on_stream(ctx_, t, n, value, dst);
+}
+
 void scale_inplace(const Ctx& ctx, DType t, int64_t n, double beta, void* y) {
   if (n <= 0) return;
   if (beta == 0.0) {  // overwrite: never read y, which may hold garbage
-    fill(ctx, t, n, 0.0, y);
+    fill_on_stream(ctx, t, n, 0.0, y);
     return;
   }
   if (beta == 1.0) return;

@@ -9,6 +9,7 @@
 // 1 - beta2, lr/bc1 and sqrt(bc2) are computed in double on the host and then rounded to the
 // element type (1 - float(0.9999) is 8e-5 off, relative).
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -143,8 +144,10 @@ void sgd_launch(const Ctx& ctx, int64_t n, T* p, const T* g, T* buf, const SgdSc
 
 }  // namespace
 
-void sgd_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* grad,
-                void* momentum_buf, const SGDParams& o) {
+void CudaBackend::sgd_update(DType t, int64_t n, void* param, const void* grad, void* momentum_buf,
+                             const SGDParams& o) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
   dispatch_float(t, "sgd", [&]<typename T>(T*) {
     const SgdScalars<T> s{static_cast<T>(o.lr), static_cast<T>(o.weight_decay),
@@ -170,8 +173,10 @@ void sgd_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* gra
   after_launch(ctx);
 }
 
-void adam_update(const Ctx& ctx, DType t, int64_t n, void* param, const void* grad, void* exp_avg,
-                 void* exp_avg_sq, const AdamParams& o) {
+void CudaBackend::adam_update(DType t, int64_t n, void* param, const void* grad, void* exp_avg,
+                              void* exp_avg_sq, const AdamParams& o) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (n <= 0) return;
   if (!o.step) throw ValueError("adam (cuda): no step count given (AdamParams::step is null)");
   const AdamStep at{o.step, o.lr, o.beta1, o.beta2};

@@ -15,6 +15,7 @@
 // expand is one flat loop over the output; the source of element i is found with multiply-high
 // dividers (Div32), in 16-byte packs when the row length allows.
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -220,8 +221,10 @@ void expand_launch(const Ctx& ctx, int64_t outer, int64_t reduce, int64_t inner,
 
 }  // namespace
 
-void reduce_sum(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
-                const void* x, double beta, void* out) {
+void CudaBackend::reduce_sum(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
+                             const void* x, double beta, void* out) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (outer <= 0 || inner <= 0) return;
   dispatch_float(t, "sum", [&]<typename T>(T*) {
     if (reduce <= 0) {  // empty sum: out = beta * out (beta == 0 writes zeros)
@@ -233,8 +236,10 @@ void reduce_sum(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t 
   });
 }
 
-void expand(const Ctx& ctx, DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
-            const void* g, void* out) {
+void CudaBackend::expand(DType t, int64_t outer, int64_t reduce, int64_t inner, double scale,
+                         const void* g, void* out) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (outer <= 0 || reduce <= 0 || inner <= 0) return;
   dispatch_float(t, "expand", [&]<typename T>(T*) {
     const T s = static_cast<T>(scale);

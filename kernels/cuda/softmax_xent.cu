@@ -27,6 +27,7 @@
 #include <limits>
 
 #include "common.cuh"
+#include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
@@ -228,8 +229,9 @@ __global__ void CLARENA_ROW_BOUNDS xent_bwd_kernel(int64_t rows, int64_t cols,
 
 }  // namespace
 
-void log_softmax_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* x,
-                         void* y) {
+void CudaBackend::log_softmax_forward(DType t, int64_t rows, int64_t cols, const void* x, void* y) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "log_softmax", [&]<typename T>(T*) {
     launch_rows(ctx, rows, cols, [&](auto block_row, unsigned grid, int block) {
@@ -240,8 +242,10 @@ void log_softmax_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, co
   });
 }
 
-void log_softmax_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* y,
-                          const void* dy, void* dx) {
+void CudaBackend::log_softmax_backward(DType t, int64_t rows, int64_t cols, const void* y,
+                                       const void* dy, void* dx) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "log_softmax_backward", [&]<typename T>(T*) {
     launch_rows(ctx, rows, cols, [&](auto block_row, unsigned grid, int block) {
@@ -252,11 +256,13 @@ void log_softmax_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, c
   });
 }
 
-void cross_entropy_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* logits,
-                           const int64_t* labels, void* lse, void* loss) {
+void CudaBackend::cross_entropy_forward(DType t, int64_t rows, int64_t cols, const void* logits,
+                                        const int64_t* labels, void* lse, void* loss) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0) {  // the mean over an empty batch: NaN, as the CPU writes
     dispatch_float(t, "cross_entropy", [&]<typename T>(T*) {});
-    fill(ctx, t, 1, std::numeric_limits<double>::quiet_NaN(), loss);
+    fill_on_stream(ctx, t, 1, std::numeric_limits<double>::quiet_NaN(), loss);
     return;
   }
   if (cols <= 0) throw ValueError("cross_entropy (cuda): no classes (cols == 0)");
@@ -273,9 +279,11 @@ void cross_entropy_forward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, 
   });
 }
 
-void cross_entropy_backward(const Ctx& ctx, DType t, int64_t rows, int64_t cols, const void* logits,
-                            const int64_t* labels, const void* /*lse*/, const void* grad_loss,
-                            void* dlogits) {
+void CudaBackend::cross_entropy_backward(DType t, int64_t rows, int64_t cols, const void* logits,
+                                         const int64_t* labels, const void* /*lse*/,
+                                         const void* grad_loss, void* dlogits) {
+  Lock lock(*this);
+  const Ctx& ctx = ctx_;
   if (rows <= 0 || cols <= 0) return;
   dispatch_float(t, "cross_entropy_backward", [&]<typename T>(T*) {
     launch_rows(ctx, rows, cols, [&](auto block_row, unsigned grid, int block) {

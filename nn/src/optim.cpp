@@ -3,7 +3,7 @@
 #include <string>
 
 #include "clarena/core/autograd.h"
-#include "clarena/kernels/backend.h"
+#include "clarena/core/optim_ops.h"
 
 namespace clarena::optim {
 namespace {
@@ -39,15 +39,13 @@ void SGD::step() {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    kernels::SGDParams k{options_.lr,           options_.momentum, options_.dampening,
-                         options_.weight_decay, options_.nesterov, false};
+    SGDUpdate u{options_.lr,           options_.momentum, options_.dampening,
+                options_.weight_decay, options_.nesterov, false};
     if (options_.momentum != 0 && !momentum_[i].defined()) {
       momentum_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
-      k.first_step = true;
+      u.first_step = true;
     }
-    kernels::backend_for(p.device())
-        .sgd_update(p.dtype(), p.numel(), p.raw(), g.raw(),
-                    momentum_[i].defined() ? momentum_[i].raw() : nullptr, k);
+    sgd_update_(p, g, momentum_[i], u);
   }
 }
 
@@ -71,20 +69,14 @@ void Adam::step() {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    kernels::Backend& backend = kernels::backend_for(p.device());
     if (!exp_avg_[i].defined()) {
       exp_avg_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       exp_avg_sq_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
       steps_[i] = Tensor::zeros({1}, DType::Float64, p.device());
     }
-    if (!one_.defined() || one_.device() != p.device())
-      one_ = Tensor::ones({1}, DType::Float64, p.device());
-    backend.axpby(DType::Float64, 1, 1.0, one_.raw(), 1.0, steps_[i].raw());  // step += 1
-    const kernels::AdamParams k{options_.lr,           options_.beta1,
-                                options_.beta2,        options_.eps,
-                                options_.weight_decay, static_cast<const double*>(steps_[i].raw())};
-    backend.adam_update(p.dtype(), p.numel(), p.raw(), g.raw(), exp_avg_[i].raw(),
-                        exp_avg_sq_[i].raw(), k);
+    const AdamUpdate u{options_.lr, options_.beta1, options_.beta2, options_.eps,
+                       options_.weight_decay};
+    adam_update_(p, g, exp_avg_[i], exp_avg_sq_[i], steps_[i], u);  // advances steps_[i] first
   }
 }
 

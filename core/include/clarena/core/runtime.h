@@ -1,14 +1,19 @@
-// What a program asks of a device beyond tensors: waiting for it, timing work on it, and how
-// much tensor memory it holds. The layers above core (nn, cl, programs) use these instead of
-// reaching into the kernels.
+// What a program asks of a device beyond tensors: whether it exists, waiting for it, timing work
+// on it, and how much tensor memory it holds. The layers above core (nn, cl, programs) use these
+// instead of reaching into the kernels, which are private to core.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 
-#include "clarena/core/device.h"
+#include "clarena/base/device.h"
 
 namespace clarena {
+
+/// True when this build has CUDA and at least one device is visible (never throws).
+bool cuda_is_available();
+/// Number of visible CUDA devices; 0 without CUDA, without a driver, or without a device.
+int cuda_device_count();
 
 /// Waits until `device` has finished all work queued so far (a no-op on the CPU).
 void synchronize(Device device);

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "clarena/core/device.h"
+#include "clarena/base/device.h"
 
 namespace clarena::kernels {
 
@@ -199,5 +199,10 @@ Backend& backend_for(Device device);
 
 /// The CPU backend (always present); `cuda_backend` exists only in CUDA builds.
 Backend& cpu_backend();
+
+/// Threads of the CPU backend's pool, the calling thread included (clarena::num_threads).
+int cpu_num_threads();
+/// Resizes the CPU backend's pool (n >= 1, else ValueError).
+void set_cpu_num_threads(int n);
 
 }  // namespace clarena::kernels

@@ -1,4 +1,5 @@
-// Optimizers with torch.optim's update rules, fused per parameter in the backend.
+// Optimizers with torch.optim's update rules, fused per parameter (core's sgd_update_ and
+// adam_update_).
 // A parameter without a gradient is skipped entirely: no weight decay, no momentum step.
 #pragma once
 
@@ -54,7 +55,6 @@ class Adam : public Optimizer {
   // Per parameter, as torch counts them: a float64 [1] on the parameter's device, advanced
   // there, so a step launches nothing that depends on host state (CUDA-graph capturable).
   std::vector<Tensor> steps_;
-  Tensor one_;  // 1.0 on the device of the last parameter stepped
 };
 
 }  // namespace clarena::optim

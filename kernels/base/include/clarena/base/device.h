@@ -1,4 +1,5 @@
-// Element types and devices: the two tags every tensor carries.
+// Element types and devices: the two tags every tensor carries. Part of the base, the headers
+// every layer may include (kernels/ included); it knows nothing of the layers above it.
 #pragma once
 
 #include <cstddef>
@@ -40,10 +41,5 @@ struct Device {
   /// Parses "cpu", "cuda" or "cuda:N"; throws ValueError otherwise.
   static Device parse(const std::string& text);
 };
-
-/// True when this build has CUDA and at least one device is visible (never throws).
-bool cuda_is_available();
-/// Number of visible CUDA devices; 0 without CUDA, without a driver, or without a device.
-int cuda_device_count();
 
 }  // namespace clarena

@@ -1,5 +1,6 @@
 // Typed errors. Every check in the library throws one of these, in every build type:
-// the message names the op, shapes, file, offset or value at fault.
+// the message names the op, shapes, file, offset or value at fault. Part of the base (no
+// dependency on any layer), so the kernels throw the same types as the ops.
 #pragma once
 
 #include <stdexcept>
