@@ -1,6 +1,6 @@
 // BatchNorm1d over the rows of [rows, cols], per column.
 //
-// The arithmetic is the CPU's (kernels/cpu/batchnorm.h): statistics, normalisation and the
+// The arithmetic is the CPU's (kernels/cpu/batchnorm.cpp): statistics, normalisation and the
 // gradient sums in double, rounded to the element type only when stored, so a column with a large
 // mean and a tiny variance (x = 1000 + 1e-3 * noise) keeps its digits.
 //

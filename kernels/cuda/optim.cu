@@ -5,7 +5,7 @@
 // step, else buf = momentum*buf + (1 - dampening)*d; d = nesterov ? d + momentum*buf : buf;
 // p -= lr*d. Adam follows torch.optim.Adam (L2 weight decay, not AdamW): d = g + wd*p;
 // m = b1*m + (1-b1)*d; v = b2*v + (1-b2)*d^2; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) with
-// bc_i = 1 - beta_i^step. As on the CPU (kernels/cpu/optim.h), 1 - dampening, 1 - beta1,
+// bc_i = 1 - beta_i^step. As on the CPU (kernels/cpu/optim.cpp), 1 - dampening, 1 - beta1,
 // 1 - beta2, lr/bc1 and sqrt(bc2) are computed in double on the host and then rounded to the
 // element type (1 - float(0.9999) is 8e-5 off, relative).
 #include "common.cuh"

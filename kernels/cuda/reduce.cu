@@ -1,6 +1,6 @@
 // Sums over the middle axis of a [outer, reduce, inner] view, and its backward (expand).
 //
-// Sums accumulate in double for float32 too, as the CPU does (kernels/cpu/reduce.h): a sum over
+// Sums accumulate in double for float32 too, as the CPU does (kernels/cpu/reduce.cpp): a sum over
 // a batch must not drift with the batch size. Each thread keeps four independent accumulators
 // (no single dependency chain) combined in a fixed order.
 //

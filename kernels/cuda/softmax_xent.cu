@@ -2,7 +2,7 @@
 // numerically stable cross-entropy forward/backward.
 //
 // Each row is handled by a warp (cols <= 1024) or a block (longer rows). The arithmetic mirrors
-// the CPU backend (kernels/cpu/softmax_xent.h) step by step:
+// the CPU backend (kernels/cpu/softmax_xent.cpp) step by step:
 //   max      the row's maximum, NaN winning (so a NaN row stays NaN);
 //   sum      sum of exp(x - max) with each exponential in the element type and the sum in
 //            double (the max's term is exactly 1, and log(sum) ~ sum - 1 lives in the digits a
