@@ -15,6 +15,7 @@
 #include "clarena/cl/trainer.h"
 #include "clarena/core/autograd.h"
 #include "clarena/core/ops.h"
+#include "clarena/core/runtime.h"
 
 using namespace clarena;
 using namespace clarena::cl;
@@ -547,4 +548,51 @@ TEST_F(AlgorithmTest, EwcPenaltyZeroAtAnchorAndGradientMatchesFiniteDifferences)
       EXPECT_NEAR(grad[static_cast<size_t>(i)], numeric, 1e-6 * std::max(1.0, std::abs(numeric)));
     }
   }
+}
+
+// --- the training loop never waits for the device -------------------------------------------
+
+// A training step (batch upload, forward, loss, backward, update) makes the host wait for the
+// device nowhere, for every algorithm: on a GPU the epoch loop runs ahead of the device. The
+// CPU backend counts the same calls a GPU would wait in (runtime.h's host_waits).
+TEST_F(AlgorithmTest, TrainingStepsNeverWaitForTheDevice) {
+  for (const char* algorithm : {"finetuning", "fix", "independent", "random", "lwf", "ewc"}) {
+    SCOPED_TRACE(algorithm);
+    Driver d(config(algorithm, /*batch_norm=*/true));
+    d.setup(1);
+    d.train();
+    d.setup(2);
+    d.algo->train_mode();
+    const auto& idx = d.bench.indices(Stage::Train, 2);
+    const int64_t before = host_waits(Device::cpu());
+    for (size_t start = 0; start + 8 <= idx.size() && start < 80; start += 8)
+      d.trainer.train_step(
+          *d.algo, d.bench.batch(Stage::Train, 2, std::span(idx).subspan(start, 8), Device::cpu()));
+    EXPECT_EQ(host_waits(Device::cpu()) - before, 0);
+  }
+}
+
+// A whole task: the host waits only at the timing samples (one step in kTimingEvery) and at
+// each epoch's end (its losses and counts, read once, and the validation pass), however many
+// steps the epoch has.
+TEST_F(AlgorithmTest, FitWaitsOnlyAtTimingSamplesAndEpochEnds) {
+  ExperimentConfig cfg = config("finetuning");
+  cfg.batch_size = 2;
+  validate(cfg);
+  Driver d(cfg);
+  d.setup(1);
+  const int64_t steps = (static_cast<int64_t>(d.bench.indices(Stage::Train, 1).size()) + 1) / 2;
+  ASSERT_GT(steps, 2 * Trainer::kTimingEvery) << "the synthetic task is too small to tell";
+  const int64_t samples_per_epoch = (steps + Trainer::kTimingEvery - 1) / Trainer::kTimingEvery;
+  std::vector<EpochRecord> curves;
+  const int64_t before = host_waits(Device::cpu());
+  d.trainer.fit(*d.algo, curves);
+  const int64_t waits = host_waits(Device::cpu()) - before;
+  // Per timing sample: three time_ms (two synchronisations each on the CPU) and one read of
+  // the losses so far; per epoch: the losses, the counts, the finite check, the validation.
+  EXPECT_LE(waits, cfg.epochs * (samples_per_epoch * 7 + 5));
+  EXPECT_LT(waits, steps) << "the host waited in (almost) every step";
+  EXPECT_GT(waits, 0);
+  RecordProperty("steps_per_epoch", std::to_string(steps));
+  RecordProperty("host_waits", std::to_string(waits));
 }

@@ -36,6 +36,10 @@ double time_ms(Device device, const std::function<void()>& work) {
   return kernels::backend_for(device).time_ms(work);
 }
 
+int64_t host_waits(Device device) {
+  return kernels::backend_for(device).stats().host_waits.load();
+}
+
 MemoryStats memory_stats(Device device) {
   const kernels::KernelStats& stats = kernels::backend_for(device).stats();
   return {stats.bytes_in_use.load(), stats.peak_bytes_in_use.load()};

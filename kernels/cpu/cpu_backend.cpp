@@ -28,6 +28,7 @@ void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   if (bytes) std::memcpy(dst, src, bytes);
 }
 void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
+  ++stats_.host_waits;
   if (bytes) std::memcpy(dst, src, bytes);
 }
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {

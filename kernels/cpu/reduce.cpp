@@ -100,6 +100,7 @@ void CpuBackend::equal(DType t, int64_t n, const void* a_, const void* b_, int64
 }
 
 int64_t CpuBackend::count_equal(int64_t n, const int64_t* a, const int64_t* b) {
+  ++stats_.host_waits;
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i)
     count += a[i] == b[i];

@@ -152,6 +152,7 @@ void CudaBackend::equal(DType t, int64_t n, const void* a, const void* b, int64_
 }
 
 int64_t CudaBackend::count_equal(int64_t n, const int64_t* a, const int64_t* b) {
+  ++stats_.host_waits;
   Lock lock(*this);  // held through the wait: counter_host_ is shared
   const Ctx& ctx = ctx_;
   // The count goes to counter_dev_ (zeroed first), then to the pinned counter_host_.

@@ -106,6 +106,7 @@ void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) 
   CLARENA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
 }
 void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  ++stats_.host_waits;
   DeviceGuard guard(index_);
   if (bytes)
     CLARENA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
@@ -139,6 +140,7 @@ void CudaBackend::copy_block(DType t, int64_t rows, int64_t cols, const void* sr
                                        cudaMemcpyDeviceToDevice, stream_));
 }
 void CudaBackend::synchronize() {
+  ++stats_.host_waits;
   DeviceGuard guard(index_);
   CLARENA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::lock_guard<std::mutex> lock(mu_);
@@ -191,6 +193,7 @@ void CudaBackend::gemm(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n
 /// the backend). Each call takes its own pair of events from a pool, so concurrent calls from
 /// several threads do not share one.
 double CudaBackend::time_ms(const std::function<void()>& work) {
+  ++stats_.host_waits;
   DeviceGuard guard(index_);
   std::pair<cudaEvent_t, cudaEvent_t> ev{};
   {

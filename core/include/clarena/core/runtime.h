@@ -23,6 +23,11 @@ void synchronize(Device device);
 /// synchronises once, at the end: call it on sampled steps, not on every step.
 double time_ms(Device device, const std::function<void()>& work);
 
+/// How many times the host has waited for `device` so far: reads of its memory (item,
+/// to_vector), synchronize, time_ms. Counted on the CPU as well, where waits are free, so that
+/// a loop meant never to stall a GPU can be checked anywhere.
+int64_t host_waits(Device device);
+
 /// Tensor storage on a device, in bytes (what the allocator handed out, caches excluded).
 struct MemoryStats {
   int64_t bytes_in_use = 0;

@@ -86,6 +86,10 @@ struct KernelStats {
   Counter device_mallocs;   // calls into the device's raw allocator (cudaMalloc)
   Counter bytes_in_use;     // tensor storage currently allocated on the device
   Counter peak_bytes_in_use;
+  /// Calls that make the host wait for the device: reads into host memory (copy_to_host,
+  /// count_equal), synchronize, and time_ms's closing wait. Counted on the CPU too, where they
+  /// cost nothing, so that a CPU test can check a loop that must not stall a GPU.
+  Counter host_waits;
   void on_allocate(size_t bytes) {
     peak_bytes_in_use.raise_to(bytes_in_use += static_cast<int64_t>(bytes));
   }
@@ -108,7 +112,7 @@ class Backend {
   /// dst_ld: dst[r * dst_ld + c] = src[r * src_ld + c] (pointers already at the block start).
   virtual void copy_block(DType, int64_t rows, int64_t cols, const void* src, int64_t src_ld,
                           void* dst, int64_t dst_ld) = 0;
-  virtual void synchronize() {}
+  virtual void synchronize() { ++stats_.host_waits; }
   /// Runs `work` (which launches kernels on this backend) and returns the device time it took,
   /// in milliseconds: CUDA events on the GPU, a steady clock around synchronisations elsewhere.
   virtual double time_ms(const std::function<void()>& work);
