@@ -1,7 +1,9 @@
 // Shared by the CL tests: a temporary folder per test and a small synthetic MNIST-format
 // dataset written into it with write_idx, plus a config that runs a short experiment on it.
+// Messages are matched with gmock (::testing::HasSubstr, ThrowsMessage<E>(HasSubstr(...))).
 #pragma once
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -88,7 +90,7 @@ inline clarena::cl::ExperimentConfig synthetic_config(const fs::path& root) {
   write_synthetic_mnist(root / "data");
   clarena::cl::ExperimentConfig cfg;
   cfg.experiment_name = "synthetic";
-  cfg.dataset = "mnist";
+  cfg.dataset = clarena::cl::Dataset::Mnist;
   cfg.data_dir = (root / "data").string();
   cfg.hidden_dims = {32, 32};
   cfg.epochs = 2;
@@ -103,12 +105,6 @@ inline clarena::cl::ExperimentConfig synthetic_config(const fs::path& root) {
 inline std::string read_file(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-/// Passes when `text` contains `part`; the failure shows both.
-inline ::testing::AssertionResult Has(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' lacks '" << part << "'";
 }
 
 /// `s` quoted for the shell.

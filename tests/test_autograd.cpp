@@ -336,7 +336,7 @@ TEST_F(FrozenPath, UnfrozenRecordsTheFullGraph) {
 }
 
 TEST_F(FrozenPath, FrozenBatchNormBackboneInEval) {
-  nn::MLP backbone(784, {256, 256}, gen, {"relu", true});
+  nn::MLP backbone(784, {256, 256}, gen, {nn::Activation::ReLU, true});
   nn::Linear head(256, 10, gen);
   // Give the running statistics non-trivial values first, with one training-mode forward.
   {
@@ -368,7 +368,7 @@ TEST_F(FrozenPath, FrozenBatchNormBackboneInEval) {
 }
 
 TEST_F(FrozenPath, UnfrozenBatchNormBackboneRecordsEveryLayer) {
-  nn::MLP backbone(784, {256, 256}, gen, {"relu", true});
+  nn::MLP backbone(784, {256, 256}, gen, {nn::Activation::ReLU, true});
   nn::Linear head(256, 10, gen);
   optim::SGD opt(concat(backbone.parameters(), head.parameters()), sgd);
   const Step s = train_step(backbone, head, opt, x, labels);

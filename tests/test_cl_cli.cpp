@@ -1,5 +1,6 @@
 // The `clarena` binary: refusals (exit code 2, the valid choices listed, nothing written),
 // --help, and a short `train` whose every file lands in output_dir.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -14,12 +15,14 @@
 #error "CLARENA_BIN (the path of the built clarena binary) must be defined"
 #endif
 
-using cl_fixture::Has;
 using cl_fixture::quote;
 using cl_fixture::read_file;
 using cl_fixture::TempDir;
 using cl_fixture::tree;
 namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::Value;
 
 namespace {
 
@@ -72,7 +75,7 @@ class CliTest : public ::testing::Test {
     Result r = clarena(args);
     EXPECT_EQ(r.code, code) << r.err;
     for (const auto& part : parts)
-      EXPECT_TRUE(Has(r.err, part));
+      EXPECT_THAT(r.err, HasSubstr(part));
     EXPECT_TRUE(fs::is_empty(cwd_)) << "a refused run must write nothing";
   }
 
@@ -87,17 +90,39 @@ TEST_F(CliTest, UnknownKeyListsValidKeys) {
   auto args = data_args("train");
   args.push_back("epochz=1");
   Result r = expect_refused(args);
-  EXPECT_TRUE(Has(r.err, "epochz"));
+  EXPECT_THAT(r.err, HasSubstr("epochz"));
   for (const char* key : {"epochs", "algorithm", "hidden_dims", "freeze_heads", "output_dir"})
-    EXPECT_TRUE(Has(r.err, key));
+    EXPECT_THAT(r.err, HasSubstr(key));
 }
 
 TEST_F(CliTest, UnknownAlgorithmListsAlgorithms) {
   auto args = data_args("train");
-  args.push_back("algorithm=ewc");
+  args.push_back("algorithm=si");
   Result r = expect_refused(args);
-  for (const char* name : {"ewc", "finetuning", "fix", "independent", "random"})
-    EXPECT_TRUE(Has(r.err, name));
+  EXPECT_THAT(r.err, HasSubstr("unknown value `si`"));
+  for (const char* name : {"finetuning", "fix", "independent", "random", "lwf", "ewc"})
+    EXPECT_THAT(r.err, HasSubstr(name));
+}
+
+TEST_F(CliTest, CompareRefusesABadAlgorithmList) {
+  for (const auto& [list, part] : std::vector<std::pair<std::string, std::string>>{
+           {"algorithms=[finetuning,si]", "unknown algorithm `si`"},
+           {"algorithms=fix", "expected a non-empty list of algorithms"},
+           {"algorithms=[]", "expected a non-empty list of algorithms"},
+           {"algorithms=[fix,fix]", "`fix` is listed twice"}}) {
+    SCOPED_TRACE(list);
+    auto args = data_args("compare");
+    args.push_back(list);
+    Result r = expect_refused(args);
+    EXPECT_THAT(r.err, HasSubstr("`algorithms`: " + part));
+  }
+  auto args = data_args("compare");
+  args.insert(args.end(), {"algorithms=[fix]", "algorithms=[lwf]"});
+  EXPECT_THAT(expect_refused(args).err, HasSubstr("`algorithms`: given twice"));
+  // Not a setting of a single run.
+  args = data_args("train");
+  args.push_back("algorithms=[fix]");
+  EXPECT_THAT(expect_refused(args).err, HasSubstr("unknown config key `algorithms`"));
 }
 
 TEST_F(CliTest, BadValuesRefused) {
@@ -106,7 +131,7 @@ TEST_F(CliTest, BadValuesRefused) {
     auto args = data_args("train");
     args.push_back(bad);
     Result r = expect_refused(args);
-    EXPECT_TRUE(Has(r.err, bad.substr(0, bad.find('='))));
+    EXPECT_THAT(r.err, HasSubstr(bad.substr(0, bad.find('='))));
   }
   // The same refusal for `compare`, and for an argument that is neither file nor override.
   auto args = data_args("compare");
@@ -120,7 +145,7 @@ TEST_F(CliTest, HelpListsSettings) {
   EXPECT_EQ(r.code, 0);
   for (const char* word : {"train", "compare", "resume", "eval", "epochs", "algorithm",
                            "freeze_heads", "max_train_samples_per_task", "data_dir"})
-    EXPECT_TRUE(Has(r.out, word));
+    EXPECT_THAT(r.out, HasSubstr(word));
   EXPECT_TRUE(fs::is_empty(cwd_));
 }
 
@@ -131,7 +156,7 @@ TEST_F(CliTest, TrainWritesEverythingIntoOutputDir) {
   const std::set<std::string> data_before = tree(cfg_.data_dir);
   Result r = clarena(args);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
-  EXPECT_TRUE(Has(r.out, "Fix"));
+  EXPECT_THAT(r.out, HasSubstr("Fix"));
 
   EXPECT_EQ(tree(cwd_).count("run"), 1u);
   for (const auto& entry : tree(cwd_))
@@ -153,18 +178,18 @@ TEST_F(CliTest, TrainWritesEverythingIntoOutputDir) {
   EXPECT_TRUE(acc.starts_with("after_training_task,average_accuracy,test_on_task_1,test_on_task_2"))
       << acc;
   EXPECT_EQ(std::count(acc.begin(), acc.end(), '\n'), 3);
-  EXPECT_TRUE(Has(read_file(out() / "acc_heatmap.svg"), "<svg"));
+  EXPECT_THAT(read_file(out() / "acc_heatmap.svg"), HasSubstr("<svg"));
   const clarena::cl::ExperimentConfig written = clarena::cl::load_config(out() / "config.yaml");
-  EXPECT_EQ(written.algorithm, "fix");
+  EXPECT_EQ(written.algorithm, clarena::cl::Algorithm::Fix);
   EXPECT_EQ(written.num_tasks, 2);
   EXPECT_EQ(written.output_dir, out().string());
-  EXPECT_TRUE(Has(read_file(out() / "manifest.json"), "\"seed\""));
+  EXPECT_THAT(read_file(out() / "manifest.json"), HasSubstr("\"seed\""));
 
   // eval of the checkpoint prints one line per task; resume of a finished run has no task
   // left and changes no result.
   Result e = clarena({"eval", out().string()});
   EXPECT_EQ(e.code, 0) << e.err;
-  EXPECT_TRUE(Has(e.out, "test on task 2"));
+  EXPECT_THAT(e.out, HasSubstr("test on task 2"));
   Result again = clarena({"resume", out().string()});
   EXPECT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(read_file(out() / "acc.csv"), acc);
@@ -174,7 +199,7 @@ TEST_F(CliTest, ResumeOrEvalWithoutCheckpointFails) {
   for (const char* command : {"resume", "eval"}) {
     Result r = clarena({command, (cwd_ / "nothing").string()});
     EXPECT_EQ(r.code, 1) << command;
-    EXPECT_TRUE(Has(r.err, "state.json")) << command;
+    EXPECT_THAT(r.err, HasSubstr("state.json")) << command;
     EXPECT_TRUE(fs::is_empty(cwd_)) << command;
   }
 }
@@ -295,13 +320,13 @@ TEST_F(CliTest, DivergingRunStopsWithTaskEpochStep) {
   EXPECT_EQ(r.code, 1) << r.err;
   for (const char* part : {"training diverged: the loss is nan at task ", ", epoch ", ", step ",
                            "(optimizer sgd, lr=10.0)"})
-    EXPECT_TRUE(Has(r.err, part));
+    EXPECT_THAT(r.err, HasSubstr(part));
   // The last checkpoint is kept: `eval` tests it, `resume` would start from it.
   EXPECT_TRUE(fs::exists(out() / "checkpoint" / "state.json"));
-  EXPECT_FALSE(Has(read_file(out() / "curves.csv"), "nan"));
-  if (!Has(r.err, "at task 1,")) {
+  EXPECT_THAT(read_file(out() / "curves.csv"), Not(HasSubstr("nan")));
+  if (!Value(r.err, HasSubstr("at task 1,"))) {
     Result e = clarena({"eval", out().string()});
     EXPECT_EQ(e.code, 0) << e.err;
-    EXPECT_TRUE(Has(e.out, "test on task 1"));
+    EXPECT_THAT(e.out, HasSubstr("test on task 1"));
   }
 }

@@ -2,6 +2,7 @@
 // missing, corrupted or damaged checkpoints are refused, naming the file and field;
 // evaluate_checkpoint reproduces the last row; resume removes stale temporaries and records
 // itself in the manifest. Kills at every write: test_cl_kill.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,10 +24,11 @@
 
 using namespace clarena;
 using namespace clarena::cl;
-using cl_fixture::Has;
 using cl_fixture::read_file;
 using cl_fixture::TempDir;
 namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 namespace {
 
@@ -35,7 +37,9 @@ int64_t count_lines(const std::string& text) {
 }
 
 struct ResumeCase {
-  std::string name, algorithm, scenario;
+  std::string name;
+  Algorithm algorithm;
+  Scenario scenario;
   bool batch_norm;
 };
 
@@ -73,6 +77,8 @@ TEST_P(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
 
   ExperimentConfig resumed_cfg = checkpoint_config(part_dir);
   EXPECT_EQ(resumed_cfg.algorithm, whole_cfg.algorithm);
+  EXPECT_EQ(resumed_cfg.scenario, whole_cfg.scenario);
+  EXPECT_EQ(resumed_cfg.dataset, whole_cfg.dataset);
   EXPECT_EQ(resumed_cfg.seed, whole_cfg.seed);
   resumed_cfg.output_dir = part_dir.string();
   const RunResult resumed = run_experiment(resumed_cfg, {.resume = true});
@@ -90,12 +96,16 @@ TEST_P(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
       EXPECT_EQ(resumed.accuracy.at(i, j), whole.accuracy.at(i, j));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, ResumeTest,
-                         ::testing::Values(ResumeCase{"finetuning_til", "finetuning", "til", false},
-                                           ResumeCase{"fix_cil_batchnorm", "fix", "cil", true},
-                                           ResumeCase{"independent_til", "independent", "til",
-                                                      false}),
-                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ResumeTest,
+    ::testing::Values(ResumeCase{"finetuning_til", Algorithm::Finetuning, Scenario::TIL, false},
+                      ResumeCase{"fix_cil_batchnorm", Algorithm::Fix, Scenario::CIL, true},
+                      ResumeCase{"independent_til", Algorithm::Independent, Scenario::TIL, false},
+                      // The teacher and the Fisher information are in the checkpoint.
+                      ResumeCase{"lwf_til", Algorithm::LwF, Scenario::TIL, false},
+                      ResumeCase{"lwf_cil", Algorithm::LwF, Scenario::CIL, false},
+                      ResumeCase{"ewc_cil_batchnorm", Algorithm::EWC, Scenario::CIL, true}),
+    [](const auto& info) { return info.param.name; });
 
 class CheckpointTest : public ::testing::Test {
  protected:
@@ -108,18 +118,9 @@ TEST_F(CheckpointTest, ResumeWithoutCheckpointNamesTheFile) {
   cfg.output_dir = (dir_.path() / "empty").string();
   fs::create_directories(cfg.output_dir);
   const std::string state = (fs::path(cfg.output_dir) / "checkpoint" / "state.json").string();
-  try {
-    run_experiment(cfg, {.resume = true});
-    FAIL() << "resume without a checkpoint must throw";
-  } catch (const IOError& e) {
-    EXPECT_TRUE(Has(e.what(), state));
-  }
-  try {
-    checkpoint_config(cfg.output_dir);
-    FAIL() << "checkpoint_config without a checkpoint must throw";
-  } catch (const IOError& e) {
-    EXPECT_TRUE(Has(e.what(), state));
-  }
+  EXPECT_THAT([&] { run_experiment(cfg, {.resume = true}); },
+              ThrowsMessage<IOError>(HasSubstr(state)));
+  EXPECT_THAT([&] { checkpoint_config(cfg.output_dir); }, ThrowsMessage<IOError>(HasSubstr(state)));
   EXPECT_THROW(evaluate_checkpoint(cfg.output_dir, nullptr), IOError);
   EXPECT_TRUE(fs::is_empty(cfg.output_dir)) << "a refused resume writes nothing";
 }
@@ -140,7 +141,7 @@ TEST_F(CheckpointTest, CorruptedParametersAreRefused) {
       run_experiment(again, {.resume = true});
       ADD_FAILURE() << what << ": resume must throw";
     } catch (const IOError& e) {
-      EXPECT_TRUE(Has(e.what(), "model.params")) << what;
+      EXPECT_THAT(e.what(), HasSubstr("model.params")) << what;
     }
     EXPECT_THROW(evaluate_checkpoint(cfg.output_dir, nullptr), IOError) << what;
   };
@@ -163,13 +164,13 @@ TEST_F(CheckpointTest, MalformedStateIsRefused) {
     checkpoint_config(cfg.output_dir);
     FAIL() << "a malformed state.json must throw";
   } catch (const IOError& e) {
-    EXPECT_TRUE(Has(e.what(), state.string()));
+    EXPECT_THAT(e.what(), HasSubstr(state.string()));
   }
 }
 
 TEST_F(CheckpointTest, EvaluateCheckpointReproducesLastRow) {
   ExperimentConfig cfg = config();
-  cfg.algorithm = "finetuning";
+  cfg.algorithm = Algorithm::Finetuning;
   cfg.batch_norm = true;  // eval mode must use the saved running statistics
   const RunResult stopped = run_experiment(cfg, {.stop_after_task = 3});
   std::ostringstream log;
@@ -177,7 +178,7 @@ TEST_F(CheckpointTest, EvaluateCheckpointReproducesLastRow) {
   ASSERT_EQ(acc.size(), 3u);
   for (int j = 1; j <= 3; ++j)
     EXPECT_EQ(acc[static_cast<size_t>(j - 1)], stopped.accuracy.at(3, j));
-  EXPECT_TRUE(Has(log.str(), "test on task 3"));
+  EXPECT_THAT(log.str(), HasSubstr("test on task 3"));
   // Not trivially equal: earlier rows differ from the last one (Finetuning forgets).
   bool differs = false;
   for (int j = 1; j <= 2; ++j)
@@ -254,6 +255,15 @@ TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
   const fs::path state = out / "checkpoint" / "state.json";
   const nlohmann::json good = read_json(state);
   ASSERT_EQ(good["tasks_done"], 2);
+  // Records by named fields, settings by their config spellings, and a format version.
+  EXPECT_EQ(good["version"], 2);
+  EXPECT_EQ(good["costs"][1]["task"], 2);
+  EXPECT_TRUE(good["costs"][1]["forward_ms"].is_number());
+  EXPECT_EQ(good["curves"][1]["epoch"], 1);
+  EXPECT_TRUE(good["curves"][1].contains("val_accuracy"));
+  EXPECT_EQ(good["config"]["algorithm"], "finetuning");
+  EXPECT_EQ(good["config"]["dataset"], "mnist");
+  EXPECT_EQ(good["config"]["device"], "cpu");
   const std::string acc_before = read_file(out / "acc.csv");
 
   using Edit = std::function<void(nlohmann::json&)>;
@@ -269,14 +279,12 @@ TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
       {"tasks_done 3 with two rows",
        [](auto& j) { j["tasks_done"] = 3; },
        {"'accuracy'", "has 2 entries, expected 3"}},
-      {"short costs row",
-       [](auto& j) {
-         j["costs"][1] = {2, 4};
-       },
-       {"'costs[1]'", "has 2 entries, expected 7"}},
-      {"short curves row",
-       [](auto& j) { j["curves"][0] = {1}; },
-       {"'curves[0]'", "has 1 entries, expected 6"}},
+      {"costs record lacks a field",
+       [](auto& j) { j["costs"][1].erase("forward_ms"); },
+       {"'costs[1].forward_ms'", "is missing"}},
+      {"curves record positional, as before version 2",
+       [](auto& j) { j["curves"][0] = {1, 1, 0.5, 0.5, 0.5, 0.5}; },
+       {"'curves[0]'", "[1,1,0.5", "expected an object of epoch curves"}},
       {"missing costs row",
        [](auto& j) { j["costs"].erase(1); },
        {"'costs'", "has 1 entries, expected 2"}},
@@ -288,13 +296,32 @@ TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
        {"'accuracy[1]'", "has 1 entries, expected 2"}},
       {"accuracy above 1", [](auto& j) { j["accuracy"][0][0] = 1.5; }, {"'accuracy[0][0]'", "1.5"}},
       {"accuracy text", [](auto& j) { j["accuracy"][0][0] = "x"; }, {"'accuracy[0][0]'"}},
-      {"costs of another task", [](auto& j) { j["costs"][0][0] = 2; }, {"'costs[0][0]'", "1..1"}},
-      {"negative steps", [](auto& j) { j["costs"][0][1] = -1; }, {"'costs[0][1]'", "-1"}},
-      {"curves of another epoch", [](auto& j) { j["curves"][1][1] = 7; }, {"'curves[1][1]'"}},
+      {"costs of another task",
+       [](auto& j) { j["costs"][0]["task"] = 2; },
+       {"'costs[0].task'", "is 2", "1..1"}},
+      {"negative steps",
+       [](auto& j) { j["costs"][0]["steps"] = -1; },
+       {"'costs[0].steps'", "-1", "0..9223372036854775807"}},
+      {"curves of another epoch",
+       [](auto& j) { j["curves"][1]["epoch"] = 7; },
+       {"'curves[1].epoch'", "is 7", "1..1"}},
+      {"curves accuracy text",
+       [](auto& j) { j["curves"][1]["val_accuracy"] = "0.5"; },
+       {"'curves[1].val_accuracy'", "\"0.5\"", "[0.0, 1.0]"}},
+      {"unknown record field",
+       [](auto& j) { j["costs"][0]["oops"] = 1; },
+       {"'costs[0].oops'", "is not a field of this record (task, steps, forward_ms"}},
+      {"version missing",
+       [](auto& j) { j.erase("version"); },
+       {"no field 'version'", "older clarena", "positional"}},
+      {"version from the future", [](auto& j) { j["version"] = 3; }, {"'version' is 3", "2 only"}},
       {"costs not a list", [](auto& j) { j["costs"] = 3; }, {"'costs'", "expected a list"}},
       {"curves missing", [](auto& j) { j.erase("curves"); }, {"'curves'", "missing"}},
       {"unknown field", [](auto& j) { j["oops"] = 1; }, {"'oops'"}},
       {"refused setting", [](auto& j) { j["config"]["epochs"] = 0; }, {"'config'", "epochs"}},
+      {"algorithm by display name",
+       [](auto& j) { j["config"]["algorithm"] = "Finetuning"; },
+       {"'config'", "config key `algorithm`: unknown value `\"Finetuning\"`"}},
       {"config not a mapping", [](auto& j) { j["config"] = 3; }, {"'config'"}},
       {"not an object", [](auto& j) { j = nlohmann::json::array(); }, {"not a JSON object"}},
   };
@@ -307,9 +334,9 @@ TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
       checkpoint_config(out);
       ADD_FAILURE() << "must throw";
     } catch (const IOError& e) {
-      EXPECT_TRUE(Has(e.what(), state.string()));
+      EXPECT_THAT(e.what(), HasSubstr(state.string()));
       for (const auto& part : parts)
-        EXPECT_TRUE(Has(e.what(), part));
+        EXPECT_THAT(e.what(), HasSubstr(part));
     }
     ExperimentConfig again = cfg;
     EXPECT_THROW(run_experiment(again, {.resume = true}), IOError);
@@ -321,8 +348,8 @@ TEST_F(CheckpointTest, EveryStateFieldIsCheckedAndNamed) {
     checkpoint_config(out);
     ADD_FAILURE() << "truncated JSON must throw";
   } catch (const IOError& e) {
-    EXPECT_TRUE(Has(e.what(), state.string()));
-    EXPECT_TRUE(Has(e.what(), "not valid JSON"));
+    EXPECT_THAT(e.what(), HasSubstr(state.string()));
+    EXPECT_THAT(e.what(), HasSubstr("not valid JSON"));
   }
   write_text(state, good.dump());
   EXPECT_EQ(checkpoint_config(out).seed, cfg.seed) << "the original still reads";

@@ -131,7 +131,8 @@ TEST(CudaTraining, SteadyStateStepMakesNoCudaMalloc) {
 struct BnAdamModel {
   BnAdamModel(Device device, uint64_t seed = 5)
       : gen(seed),
-        backbone(64, {128, 96}, gen, nn::MLPOptions{.activation = "relu", .batch_norm = true}),
+        backbone(64, {128, 96}, gen,
+                 nn::MLPOptions{.activation = nn::Activation::ReLU, .batch_norm = true}),
         head(96, 10, gen) {
     backbone.to(device);
     head.to(device);

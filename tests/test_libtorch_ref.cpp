@@ -521,11 +521,12 @@ std::map<std::string, Case> cases() {
   // loss, the gradient of every parameter and BatchNorm's running statistics.
   m["module_mlp"] = [](Env& e) {
     struct Option {
-      std::string activation;
+      clarena::nn::Activation activation;
       bool batch_norm;
     };
-    for (const Option& o : {Option{"relu", false}, Option{"relu", true}, Option{"tanh", false},
-                            Option{"sigmoid", true}, Option{"none", false}}) {
+    using A = clarena::nn::Activation;
+    for (const Option& o : {Option{A::ReLU, false}, Option{A::ReLU, true}, Option{A::Tanh, false},
+                            Option{A::Sigmoid, true}, Option{A::None, false}}) {
       const int64_t batch = 16, in_f = 20, classes = 7;
       const std::vector<int64_t> hidden = {24, 12};
       clarena::nn::MLP mc(in_f, hidden, e.gen, {o.activation, o.batch_norm});
@@ -552,9 +553,9 @@ std::map<std::string, Case> cases() {
           randomize(e, b, bn.back()->bias, -0.5, 0.5);
           seq->push_back(bn.back());
         }
-        if (o.activation == "relu") seq->push_back(torch::nn::ReLU());
-        if (o.activation == "tanh") seq->push_back(torch::nn::Tanh());
-        if (o.activation == "sigmoid") seq->push_back(torch::nn::Sigmoid());
+        if (o.activation == A::ReLU) seq->push_back(torch::nn::ReLU());
+        if (o.activation == A::Tanh) seq->push_back(torch::nn::Tanh());
+        if (o.activation == A::Sigmoid) seq->push_back(torch::nn::Sigmoid());
         width = hidden[i];
       }
       torch::nn::Linear head_t(torch::nn::LinearOptions(hidden.back(), classes));
@@ -563,8 +564,8 @@ std::map<std::string, Case> cases() {
       copy_to_torch(head_c.bias(), head_t->bias);
       params = mc.named_parameters();  // after randomize: the same handles, new data
       for (int step = 0; step < 2; ++step) {
-        const std::string what =
-            "MLP " + o.activation + (o.batch_norm ? "+bn" : "") + " step " + std::to_string(step);
+        const std::string what = "MLP " + std::string(to_string(o.activation)) +
+                                 (o.batch_norm ? "+bn" : "") + " step " + std::to_string(step);
         mc.zero_grad();
         head_c.zero_grad();
         seq->zero_grad();
@@ -606,7 +607,8 @@ std::map<std::string, Case> cases() {
       mc.eval();
       seq->eval();
       Pair x = normal(e, {batch, in_f});
-      expect_close(mc(x.c), seq->forward(x.t), e.rtol, false, "MLP eval " + o.activation);
+      expect_close(mc(x.c), seq->forward(x.t), e.rtol, false,
+                   "MLP eval " + std::string(to_string(o.activation)));
     }
   };
   m["module_sequential"] = [](Env& e) {

@@ -88,7 +88,7 @@ TEST(Module, MLPParameterNames) {
 
 TEST(Module, MLPWithBatchNormNames) {
   Generator gen(0);
-  nn::MLP mlp(8, {6, 4}, gen, {"relu", true});
+  nn::MLP mlp(8, {6, 4}, gen, {nn::Activation::ReLU, true});
   EXPECT_EQ(names_of(mlp.named_parameters()),
             (std::vector<std::string>{"fc.0.weight", "fc.0.bias", "fc.1.weight", "fc.1.bias",
                                       "fc_bn.0.weight", "fc_bn.0.bias", "fc_bn.1.weight",
@@ -123,7 +123,7 @@ TEST(Module, SequentialNamesChildrenByIndex) {
 
 TEST(Module, TrainEvalPropagates) {
   Generator gen(0);
-  nn::MLP mlp(4, {3, 3}, gen, {"relu", true});
+  nn::MLP mlp(4, {3, 3}, gen, {nn::Activation::ReLU, true});
   auto all_modes = [](const nn::Module& root) {
     std::vector<bool> modes{root.is_training()};
     std::vector<const nn::Module*> stack{&root};
@@ -151,7 +151,7 @@ TEST(Module, TrainEvalPropagates) {
 
 TEST(Module, RequiresGradOnModuleAndZeroGrad) {
   Generator gen(0);
-  nn::MLP mlp(4, {3}, gen, {"relu", true});
+  nn::MLP mlp(4, {3}, gen, {nn::Activation::ReLU, true});
   mlp.requires_grad_(false);
   for (const Tensor& p : mlp.parameters())
     EXPECT_FALSE(p.requires_grad());
@@ -172,7 +172,7 @@ TEST(Module, RequiresGradOnModuleAndZeroGrad) {
 
 TEST(ModuleTo, Float64MLPWithBatchNormMatchesFloat32) {
   Generator gen(4);
-  nn::MLP mlp(6, {5, 4}, gen, {"tanh", true});
+  nn::MLP mlp(6, {5, 4}, gen, {nn::Activation::Tanh, true});
   Tensor x = Tensor::normal({8, 6}, 0, 1, gen);
   mlp(x);  // move the running statistics away from their initial values
   sum(mlp(x)).backward();
@@ -227,7 +227,7 @@ TEST(ModuleTo, Float64MLPWithBatchNormMatchesFloat32) {
 
 TEST(ModuleTo, FrozenModuleStaysFrozen) {
   Generator gen(1);
-  nn::MLP mlp(4, {3}, gen, {"relu", true});
+  nn::MLP mlp(4, {3}, gen, {nn::Activation::ReLU, true});
   mlp.requires_grad_(false);
   mlp.to(DType::Float64);
   for (const Tensor& p : mlp.parameters()) {
@@ -345,14 +345,15 @@ TEST(BatchNorm1d, EvalUsesRunningStatsAndLeavesThem) {
 
 TEST(MLP, ForwardMatchesManualLayers) {
   Generator gen(3);
-  for (const std::string act : {"relu", "tanh", "sigmoid", "none"}) {
+  using A = nn::Activation;
+  for (const A act : {A::ReLU, A::Tanh, A::Sigmoid, A::None}) {
     nn::MLP mlp(5, {4, 3}, gen, {act, false});
     Tensor x = Tensor::normal({6, 5}, 0, 1, gen);
     auto p = mlp.parameters();
     auto activate = [&](const Tensor& t) {
-      if (act == "relu") return relu(t);
-      if (act == "tanh") return tanh(t);
-      if (act == "sigmoid") return sigmoid(t);
+      if (act == A::ReLU) return relu(t);
+      if (act == A::Tanh) return tanh(t);
+      if (act == A::Sigmoid) return sigmoid(t);
       return t;
     };
     Tensor want = activate(linear(activate(linear(x, p[0], p[1])), p[2], p[3]));
@@ -366,14 +367,14 @@ TEST(MLP, ForwardMatchesManualLayers) {
           return w;
         }(),
         1e-6);
-    EXPECT_EQ(mlp(x).shape(), (Shape{6, 3})) << act;
+    EXPECT_EQ(mlp(x).shape(), (Shape{6, 3})) << to_string(act);
   }
 }
 
 TEST(MLP, RejectsBadConfigAndInput) {
   Generator gen(0);
   EXPECT_THROW(nn::MLP(4, {}, gen), ValueError);
-  EXPECT_THROW(nn::MLP(4, {3}, gen, {"gelu", false}), ValueError);
+  EXPECT_THROW(nn::MLP(4, {3}, gen, {static_cast<nn::Activation>(7), false}), ValueError);
   nn::MLP mlp(4, {3}, gen);
   EXPECT_THROW(mlp(Tensor::zeros({2, 5})), ShapeError);
 }

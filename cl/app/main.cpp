@@ -4,6 +4,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -76,36 +77,69 @@ void print_summary(const std::vector<RunResult>& runs, const std::vector<double>
   std::printf("\n");
 }
 
-/// Finetuning and Fix with the same settings, then Independent as the reference their forward
-/// transfer is measured against (CLArena's definition); a summary side by side.
-int run_compare(ExperimentConfig cfg) {
+/// The algorithms `compare` runs when no `algorithms=[...]` is given.
+const std::vector<Algorithm> kDefaultCompared = {Algorithm::Finetuning, Algorithm::Fix};
+
+/// compare's arguments: `algorithms=[finetuning,fix,lwf,ewc]` (at most once), then the config
+/// file and overrides.
+struct CompareArgs {
+  std::vector<Algorithm> algorithms = kDefaultCompared;
+  std::vector<std::string> config_args;
+};
+
+CompareArgs split_compare_args(const std::vector<std::string>& args) {
+  CompareArgs out;
+  bool listed = false;
+  for (const std::string& arg : args) {
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos || arg.substr(0, eq) != "algorithms") {
+      out.config_args.push_back(arg);
+      continue;
+    }
+    if (listed) throw ConfigError("`algorithms`: given twice");
+    out.algorithms = parse_algorithm_list("algorithms", arg.substr(eq + 1));
+    listed = true;
+  }
+  return out;
+}
+
+/// The listed algorithms with the same settings, each in output_dir/<algorithm>, then
+/// Independent (unless listed) as the reference their forward transfer is measured against
+/// (CLArena's definition); a summary side by side.
+int run_compare(ExperimentConfig cfg, const std::vector<Algorithm>& algorithms) {
   const auto root = resolved_output_dir(cfg, std::time(nullptr));
   check_output_dir(root);
+  std::vector<Algorithm> to_run = algorithms;
+  const auto listed = std::find(to_run.begin(), to_run.end(), Algorithm::Independent);
+  const size_t reference_at = static_cast<size_t>(listed - to_run.begin());
+  if (listed == to_run.end()) to_run.push_back(Algorithm::Independent);
   // Every run's config is checked before the first one starts.
   std::vector<ExperimentConfig> configs;
-  for (const char* algorithm : {"finetuning", "fix", "independent"}) {
+  for (Algorithm algorithm : to_run) {
     ExperimentConfig one = cfg;
     one.algorithm = algorithm;
-    one.output_dir = (root / algorithm).string();
+    one.output_dir = (root / to_string(algorithm)).string();
     validate(one);
     configs.push_back(one);
   }
   std::vector<RunResult> runs;
   for (const ExperimentConfig& one : configs)
     runs.push_back(run_experiment(one, {.log = &std::cout}));
-  const std::vector<double> reference = diagonal(runs.back().accuracy);
-  runs.pop_back();
+  const std::vector<double> reference = diagonal(runs[reference_at].accuracy);
+  runs.resize(algorithms.size());  // the reference run alone is not shown
   for (const auto& r : runs)
     write_metrics(r.output_dir, r.accuracy, reference);
   print_summary(runs, reference);
   std::vector<Series> curves;
+  std::string title;
   for (const auto& r : runs) {
     std::vector<double> avg;
     for (int t = 1; t <= r.accuracy.trained_tasks(); ++t)
       avg.push_back(average_accuracy(r.accuracy, t));
     curves.emplace_back(r.algorithm, avg);
+    title += (title.empty() ? "" : " vs ") + r.algorithm;
   }
-  write_curve_svg(root / "average_accuracy.svg", curves, "Finetuning vs Fix", "after training task",
+  write_curve_svg(root / "average_accuracy.svg", curves, title, "after training task",
                   "average accuracy");
   std::printf("results in %s\n", root.c_str());
   return 0;
@@ -135,10 +169,12 @@ int run(int argc, char** argv) {
   std::vector<std::string> args;
   auto* train = app.add_subcommand("train", "run one experiment: [config.yaml] [key=value ...]");
   train->add_option("args", args, "config file and overrides");
-  auto* compare = app.add_subcommand("compare",
-                                     "run Finetuning then Fix with the same settings (and "
-                                     "Independent, the reference for forward transfer)");
-  compare->add_option("args", args, "config file and overrides");
+  auto* compare = app.add_subcommand(
+      "compare",
+      "run several algorithms with the same settings: [algorithms=[finetuning,fix,lwf,ewc]] "
+      "[config.yaml] [key=value ...] (default algorithms=[finetuning,fix]), and Independent, "
+      "the reference for forward transfer");
+  compare->add_option("args", args, "algorithms=[...], config file and overrides");
   std::string dir;
   auto* resume = app.add_subcommand("resume", "continue a killed run from its last checkpoint");
   resume->add_option("output_dir", dir, "the run's output folder")->required();
@@ -161,7 +197,8 @@ int run(int argc, char** argv) {
   } else if (*eval) {
     evaluate_checkpoint(dir, &std::cout);
   } else {
-    return run_compare(resolve_config(args));
+    const CompareArgs compared = split_compare_args(args);
+    return run_compare(resolve_config(compared.config_args), compared.algorithms);
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "clarena/core/atomic_file.h"
@@ -110,13 +111,8 @@ Scenario scenario_from_string(std::string_view s) {
   std::string lower(s);
   for (char& c : lower)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "til") return Scenario::TIL;
-  if (lower == "cil") return Scenario::CIL;
+  if (const std::optional<Scenario> scenario = enum_from_string<Scenario>(lower)) return *scenario;
   throw ValueError("unknown scenario '" + std::string(s) + "'; valid: til, cil");
-}
-
-const char* to_string(Scenario s) {
-  return s == Scenario::TIL ? "til" : "cil";
 }
 
 int num_classes_of_task(const SplitSpec& spec, int task_id) {

@@ -7,18 +7,59 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include "clarena/cl/benchmark_mapping.h"
 #include "clarena/cl/idx.h"
 #include "text_format.h"
+
+// yaml-cpp's typed conversions (node.as<T>()) for the enum settings and the device, by their
+// config spellings.
+namespace YAML {
+template <typename E>
+struct ConfigEnumConvert {
+  static Node encode(E e) { return Node(clarena::cl::to_string(e)); }
+  static bool decode(const Node& node, E& out) {
+    if (!node.IsScalar()) return false;
+    const std::optional<E> e = clarena::cl::enum_from_string<E>(node.Scalar());
+    if (e) out = *e;
+    return e.has_value();
+  }
+};
+template <>
+struct convert<clarena::cl::Benchmark> : ConfigEnumConvert<clarena::cl::Benchmark> {};
+template <>
+struct convert<clarena::cl::Scenario> : ConfigEnumConvert<clarena::cl::Scenario> {};
+template <>
+struct convert<clarena::cl::Algorithm> : ConfigEnumConvert<clarena::cl::Algorithm> {};
+template <>
+struct convert<clarena::cl::OptimizerKind> : ConfigEnumConvert<clarena::cl::OptimizerKind> {};
+template <>
+struct convert<clarena::cl::Dataset> : ConfigEnumConvert<clarena::cl::Dataset> {};
+
+/// "cpu", "cuda" (device 0) or "cuda:N" (Device::parse's spellings) with N of 1 to 3 digits.
+template <>
+struct convert<clarena::Device> {
+  static Node encode(const clarena::Device& d) { return Node(d.str()); }
+  static bool decode(const Node& node, clarena::Device& out) {
+    if (!node.IsScalar() || node.Scalar().size() > std::string_view("cuda:999").size())
+      return false;
+    try {
+      out = clarena::Device::parse(node.Scalar());
+      return true;
+    } catch (const clarena::ValueError&) {
+      return false;
+    }
+  }
+};
+}  // namespace YAML
 
 namespace clarena::cl {
 namespace {
@@ -37,16 +78,24 @@ constexpr int64_t kClassesPerDataset = 10;
 template <typename T>
 using Member = T ExperimentConfig::*;
 
-// One setting: how to parse it from text, check it, and show it.
+// One setting: how to read it from a YAML value, check it, and show it.
 struct Field {
   std::string key, type, rule, help;
-  std::function<void(ExperimentConfig&, const std::string&)> parse;  // type errors only
-  std::function<void(const ExperimentConfig&)> check;                // range / choices
+  // Reads a value of the file, or an override's value parsed as YAML, with yaml-cpp's typed
+  // conversions; `text` is the value as written (bad bytes escaped), for messages. Type
+  // errors only.
+  std::function<void(ExperimentConfig&, const YAML::Node&, const std::string& text)> read;
+  std::function<void(const ExperimentConfig&)> check;  // range / choices
   std::function<nlohmann::json(const ExperimentConfig&)> get;
 };
 
 [[noreturn]] void refuse(const std::string& key, const std::string& what) {
   throw ConfigError("config key `" + key + "`: " + what);
+}
+
+// A refused command-line argument that is no config key (compare's `algorithms=`).
+[[noreturn]] void refuse_argument(const std::string& key, const std::string& what) {
+  throw ConfigError("`" + key + "`: " + what);
 }
 
 std::string trim(const std::string& s) {
@@ -142,13 +191,34 @@ void check_text(const std::string& key, const std::string& value) {
   }
 }
 
+// A YAML value as written, near enough for a message: scalars as they are, lists as [a,b].
+std::string shown(const YAML::Node& node) {
+  if (node.IsScalar()) return node.Scalar();
+  if (node.IsSequence()) {
+    std::vector<std::string> items;
+    for (const auto& item : node)
+      items.push_back(shown(item));
+    return std::string("[").append(join(items, ",")).append("]");
+  }
+  if (node.IsMap()) return "{...}";
+  return "";  // null: `key:` with nothing after it
+}
+
+// What a refused value is, for "expected ..., got <this>": `text`, or a mapping `text`.
+std::string got(const YAML::Node& node, const std::string& text) {
+  return (node.IsMap() ? "a mapping `" : "`") + text + "`";
+}
+
+// `node` through yaml-cpp's typed conversion to T (YAML::convert<T>); nullopt when it is
+// not a plain value or does not convert (a fraction for an integer, an overflow, ...).
 template <typename T>
-bool parse_number(std::string text, T& out) {
-  text = trim(text);
-  if (!text.empty() && text[0] == '+') text.erase(0, 1);
-  const char* end = text.data() + text.size();
-  const auto r = std::from_chars(text.data(), end, out);
-  return !text.empty() && r.ec == std::errc() && r.ptr == end;
+std::optional<T> typed(const YAML::Node& node) {
+  if (!node.IsScalar()) return std::nullopt;
+  try {
+    return node.as<T>();
+  } catch (const YAML::BadConversion&) {
+    return std::nullopt;
+  }
 }
 
 template <typename T>
@@ -158,20 +228,23 @@ Field int_field(std::string key, Member<T> m, T lo, T hi, std::string help) {
     if (c.*m < lo || c.*m > hi)
       refuse(key, "expected an " + rule + ", got " + std::to_string(c.*m));
   };
-  auto parse = [=](ExperimentConfig& c, const std::string& v) {
-    T x{};
-    if (!parse_number(v, x)) refuse(key, "expected an " + rule + ", got `" + v + "`");
-    c.*m = x;
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    const std::optional<T> x = typed<T>(node);
+    if (!x) refuse(key, "expected an " + rule + ", got " + got(node, text));
+    c.*m = *x;
   };
-  return {key, "int", rule, help, parse, check, [m](const ExperimentConfig& c) {
+  return {key, "int", rule, help, read, check, [m](const ExperimentConfig& c) {
             return nlohmann::json(c.*m);
           }};
 }
 
+// A number in the interval between lo and hi (open or closed ends); hi = infinity: no bound.
 Field float_field(std::string key, Member<double> m, double lo, bool lo_open, double hi,
                   bool hi_open, std::string help) {
   auto bound = [](double b) { return detail::format_repr(b); };
-  const std::string rule = std::string("number in ") + (lo_open ? "(" : "[") + bound(lo) + ", " +
+  const std::string rule =
+      std::isinf(hi) ? std::string("finite number ") + (lo_open ? "> " : ">= ") + bound(lo)
+                     : std::string("number in ") + (lo_open ? "(" : "[") + bound(lo) + ", " +
                            bound(hi) + (hi_open ? ")" : "]");
   auto check = [=](const ExperimentConfig& c) {
     const double x = c.*m;
@@ -179,36 +252,27 @@ Field float_field(std::string key, Member<double> m, double lo, bool lo_open, do
         std::isfinite(x) && (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
     if (!ok) refuse(key, "expected a " + rule + ", got " + detail::format_repr(x));
   };
-  auto parse = [=](ExperimentConfig& c, const std::string& v) {
-    double x = 0;
-    if (!parse_number(v, x) || !std::isfinite(x)) {
-      refuse(key, "expected a " + rule + ", got `" + v + "`");
-    }
-    c.*m = x;
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    const std::optional<double> x = typed<double>(node);
+    if (!x || !std::isfinite(*x)) refuse(key, "expected a " + rule + ", got " + got(node, text));
+    c.*m = *x;
   };
-  return {key, "float", rule, help, parse, check, [m](const ExperimentConfig& c) {
+  return {key, "float", rule, help, read, check, [m](const ExperimentConfig& c) {
             return nlohmann::json(c.*m);
           }};
 }
 
 Field bool_field(std::string key, Member<bool> m, std::string help) {
-  auto parse = [=](ExperimentConfig& c, const std::string& v) {
-    std::string s = trim(v);
-    for (char& ch : s)
-      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (s == "true" || s == "yes" || s == "on" || s == "1") {
-      c.*m = true;
-    } else if (s == "false" || s == "no" || s == "off" || s == "0") {
-      c.*m = false;
-    } else {
-      refuse(key, "expected a boolean (true or false), got `" + v + "`");
-    }
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    const std::optional<bool> x = typed<bool>(node);  // true/false, yes/no, on/off
+    if (!x) refuse(key, "expected a boolean (true or false), got " + got(node, text));
+    c.*m = *x;
   };
   return {key,
           "bool",
           "true | false",
           help,
-          parse,
+          read,
           [](const ExperimentConfig&) {},
           [m](const ExperimentConfig& c) { return nlohmann::json(c.*m); }};
 }
@@ -219,24 +283,48 @@ Field string_field(std::string key, Member<std::string> m, std::string rule, std
     check_text(key, c.*m);
     check(c);
   };
-  auto parse = [key, m](ExperimentConfig& c, const std::string& v) {
-    check_text(key, v);
-    c.*m = trim(v);
+  auto read = [key, m, rule](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    if (node.IsNull()) {  // `key:` or `key=`: the empty text
+      c.*m = "";
+      return;
+    }
+    const std::optional<std::string> x = typed<std::string>(node);
+    if (!x) refuse(key, "expected a text (" + rule + "), got " + got(node, text));
+    check_text(key, *x);
+    c.*m = *x;
   };
-  return {key, "string", rule, help, parse, checked, [m](const ExperimentConfig& c) {
+  return {key, "string", rule, help, read, checked, [m](const ExperimentConfig& c) {
             return nlohmann::json(c.*m);
           }};
 }
 
-Field choice_field(std::string key, Member<std::string> m, std::vector<std::string> choices,
-                   std::string help) {
-  const std::string rule = join(choices, " | ");
-  auto check = [=](const ExperimentConfig& c) {
-    if (std::find(choices.begin(), choices.end(), c.*m) == choices.end()) {
-      refuse(key, "unknown value `" + c.*m + "`; valid choices: " + join(choices));
+template <typename E>
+std::vector<std::string> spellings() {
+  std::vector<std::string> out;
+  for (E e : enum_values<E>())
+    out.push_back(to_string(e));
+  return out;
+}
+
+// An enum setting, read through YAML::convert<E> (its config spellings).
+template <typename E>
+Field choice_field(std::string key, Member<E> m, std::string help) {
+  const std::vector<std::string> choices = spellings<E>();
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    const std::optional<E> x = typed<E>(node);
+    if (!x) refuse(key, "unknown value `" + text + "`; valid choices: " + join(choices));
+    c.*m = *x;
+  };
+  auto check = [=](const ExperimentConfig& c) {  // an enum set in code to no named value
+    const auto values = enum_values<E>();
+    if (std::find(values.begin(), values.end(), c.*m) == values.end()) {
+      refuse(key, "holds no valid value (" + std::to_string(static_cast<int>(c.*m)) +
+                      "); valid choices: " + join(choices));
     }
   };
-  return string_field(key, m, rule, help, check);
+  return {key, "string", join(choices, " | "), help, read, check, [m](const ExperimentConfig& c) {
+            return nlohmann::json(to_string(c.*m));
+          }};
 }
 
 Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, int64_t hi,
@@ -255,29 +343,42 @@ Field list_field(std::string key, Member<std::vector<int64_t>> m, int64_t lo, in
       }
     }
   };
-  auto parse = [=](ExperimentConfig& c, const std::string& v) {
-    const std::string s = trim(v);
-    if (s.size() < 2 || s.front() != '[' || s.back() != ']') {
-      refuse(key, "expected a " + rule + ", got `" + v + "`");
-    }
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    if (!node.IsSequence()) refuse(key, "expected a " + rule + ", got " + got(node, text));
     std::vector<int64_t> out;
-    const std::string body = trim(s.substr(1, s.size() - 2));
-    size_t start = 0;
-    while (!body.empty() && start <= body.size()) {
-      const size_t comma = std::min(body.find(',', start), body.size());
-      const std::string item = body.substr(start, comma - start);
-      int64_t x = 0;
-      if (!parse_number(item, x)) {
-        refuse(key,
-               "element `" + trim(item) + "` of `" + v + "` is not an integer; expected a " + rule);
+    for (const auto& item : node) {
+      if (item.IsSequence() || item.IsMap()) {
+        refuse(key, "list elements must be plain values; expected a " + rule);
       }
-      out.push_back(x);
-      start = comma + 1;
+      const std::optional<int64_t> x = typed<int64_t>(item);
+      if (!x) {
+        refuse(key, "element `" + shown(item) + "` of `" + text +
+                        "` is not an integer; expected a " + rule);
+      }
+      out.push_back(*x);
     }
     c.*m = std::move(out);
   };
-  return {key, "list[int]", rule, help, parse, check, [m](const ExperimentConfig& c) {
+  return {key, "list[int]", rule, help, read, check, [m](const ExperimentConfig& c) {
             return nlohmann::json(c.*m);
+          }};
+}
+
+const char* const kDeviceChoices = "valid: cpu, cuda, cuda:N (N = 0, 1, ...)";
+
+Field device_field(std::string key, Member<Device> m, std::string help) {
+  auto read = [=](ExperimentConfig& c, const YAML::Node& node, const std::string& text) {
+    const std::optional<Device> x = typed<Device>(node);
+    if (!x) refuse(key, "unknown device `" + text + "`; " + kDeviceChoices);
+    c.*m = *x;
+  };
+  auto check = [=](const ExperimentConfig& c) {
+    const Device& d = c.*m;
+    const bool ok = d.is_cpu() ? d.index == 0 : d.is_cuda() && d.index >= 0 && d.index <= 999;
+    if (!ok) refuse(key, "unknown device `" + d.str() + "`; " + kDeviceChoices);
+  };
+  return {key, "string", "cpu | cuda | cuda:N", help, read, check, [m](const ExperimentConfig& c) {
+            return nlohmann::json((c.*m).str());
           }};
 }
 
@@ -292,26 +393,16 @@ void check_name(const ExperimentConfig& c) {
   }
 }
 
-void check_device(const ExperimentConfig& c) {
-  const std::string& d = c.device;
-  bool ok = d == "cpu" || d == "cuda";
-  if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5) {
-    const std::string n = d.substr(5);
-    ok = std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
-         n.size() <= 3;
-  }
-  if (!ok) refuse("device", "unknown device `" + d + "`; valid: cpu, cuda, cuda:N (N = 0, 1, ...)");
-}
-
 const std::vector<Field>& fields() {
   using C = ExperimentConfig;
   constexpr int64_t kBig = 1 << 30;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
   static const std::vector<Field> table = {
       string_field("experiment_name", &C::experiment_name, "letters, digits, _ - .",
                    "name of the run, used in the default output folder", check_name),
-      choice_field("benchmark", &C::benchmark, {"split", "permuted"},
+      choice_field("benchmark", &C::benchmark,
                    "split: classes divided among tasks; permuted: a pixel permutation per task"),
-      choice_field("dataset", &C::dataset, {"fashion_mnist", "mnist"}, "source dataset"),
+      choice_field("dataset", &C::dataset, "source dataset"),
       string_field("data_dir", &C::data_dir, "folder path",
                    "folder of IDX files; empty = /usr/share/datasets/fashion-mnist "
                    "(fashion_mnist only)",
@@ -320,16 +411,21 @@ const std::vector<Field>& fields() {
                      "number of tasks (split: must divide the 10 classes)"),
       list_field("class_order", &C::class_order, 0, 9, true, 10, "[9,8,7,6,5,4,3,2,1,0]",
                  "order of classes before splitting into tasks; [] = label order (split only)"),
-      choice_field("scenario", &C::scenario, {"til", "cil"},
+      choice_field("scenario", &C::scenario,
                    "til: a head per task; cil: one head over all classes seen"),
-      choice_field("algorithm", &C::algorithm, {"finetuning", "fix", "independent", "random"},
-                   "CL algorithm"),
+      choice_field("algorithm", &C::algorithm, "CL algorithm"),
       bool_field(
           "freeze_heads", &C::freeze_heads,
           "Fix only: stop all training after task 1 (heads too), as CLArena's newest Fix does"),
+      float_field("distillation_reg_factor", &C::distillation_reg_factor, 0.0, false, kInf, true,
+                  "LwF only: weight of the distillation loss on the previous model's outputs"),
+      float_field("distillation_reg_temperature", &C::distillation_reg_temperature, 0.0, true, kInf,
+                  true, "LwF only: temperature of the distillation softmax"),
+      float_field("parameter_change_reg_factor", &C::parameter_change_reg_factor, 0.0, false, kInf,
+                  true, "EWC only: weight of the Fisher-weighted parameter change penalty"),
       int_field<int>("epochs", &C::epochs, 1, 100000, "training epochs per task"),
       int_field<int>("batch_size", &C::batch_size, 1, 1 << 20, "mini-batch size"),
-      choice_field("optimizer", &C::optimizer, {"sgd", "adam"}, "optimizer"),
+      choice_field("optimizer", &C::optimizer, "optimizer"),
       float_field("lr", &C::lr, 0.0, true, 10.0, false, "learning rate"),
       float_field("momentum", &C::momentum, 0.0, false, 1.0, true, "SGD momentum"),
       float_field("weight_decay", &C::weight_decay, 0.0, false, 1.0, false, "L2 weight decay"),
@@ -340,7 +436,7 @@ const std::vector<Field>& fields() {
                   "share of each task's training data held out for validation"),
       int_field<uint64_t>("seed", &C::seed, 0, std::numeric_limits<uint64_t>::max(),
                           "run seed: initialisation, data order, permutations"),
-      string_field("device", &C::device, "cpu | cuda | cuda:N", "where to train", check_device),
+      device_field("device", &C::device, "where to train"),
       string_field("output_dir", &C::output_dir, "folder path",
                    "empty = outputs/<experiment_name>_<YYYYmmdd-HHMMSS>", [](const C&) {}),
       int_field<int64_t>("max_train_samples_per_task", &C::max_train_samples_per_task, 0, kBig,
@@ -364,25 +460,12 @@ const Field& find_field(const std::string& key) {
   throw ConfigError("unknown config key `" + printable(key) + "`; valid keys: " + join(keys()));
 }
 
-void set_value(ExperimentConfig& cfg, const std::string& key, const std::string& value) {
+// Reads `node`, the value of `key` (`text` as written), into cfg through the key's field.
+void set_value(ExperimentConfig& cfg, const std::string& key, const YAML::Node& node,
+               const std::string& text) {
   const Field& f = find_field(key);
-  f.parse(cfg, value);
+  f.read(cfg, node, printable(text));
   f.check(cfg);
-}
-
-// A YAML value as override text: scalars as written, sequences as "[a,b]".
-std::string node_text(const std::string& key, const YAML::Node& node) {
-  if (node.IsNull()) return "";
-  if (node.IsScalar()) return node.Scalar();
-  if (node.IsSequence()) {
-    std::vector<std::string> items;
-    for (const auto& item : node) {
-      if (!item.IsScalar()) refuse(key, "list elements must be plain values");
-      items.push_back(item.Scalar());
-    }
-    return std::string("[").append(join(items, ",")).append("]");
-  }
-  refuse(key, "expected a value or a list, got a mapping");
 }
 
 std::string node_kind(const YAML::Node& node) {
@@ -404,7 +487,8 @@ std::string node_kind(const YAML::Node& node) {
 // depth of a line is its open block indentation levels, its compact entries ("- - x") and
 // the flow brackets open at that point, quoted text and comments left out: an upper bound
 // that only a file far from a config (which needs 2 levels) can reach.
-void check_nesting(const std::string& text, const std::string& name) {
+// `fail(line, column)` throws at the first place too deep.
+void check_nesting(const std::string& text, const std::function<void(size_t, size_t)>& fail) {
   std::vector<size_t> indents;  // indentation of the block levels open at this line
   int flow = 0;                 // open [ and {
   char quote = 0;               // ' or " inside a quoted scalar (which may span lines)
@@ -430,7 +514,7 @@ void check_nesting(const std::string& text, const std::string& name) {
         i = std::min(line.size(), line.find_first_not_of(" \t", i + 1));
       }
     }
-    if (block + flow > kMaxYamlDepth) too_deep(name, kMaxYamlDepth, line_no, i + 1);
+    if (block + flow > kMaxYamlDepth) fail(line_no, i + 1);
     for (; i < line.size(); ++i) {
       const char ch = line[i];
       if (quote) {
@@ -452,7 +536,7 @@ void check_nesting(const std::string& text, const std::string& name) {
       if ((ch == '"' || ch == '\'') && token_start) {
         quote = ch;
       } else if (ch == '[' || ch == '{') {
-        if (block + ++flow > kMaxYamlDepth) too_deep(name, kMaxYamlDepth, line_no, i + 1);
+        if (block + ++flow > kMaxYamlDepth) fail(line_no, i + 1);
       } else if ((ch == ']' || ch == '}') && flow > 0) {
         --flow;
       }
@@ -494,18 +578,129 @@ double model_parameters(const ExperimentConfig& cfg) {
     backbone += in * static_cast<double>(h) + static_cast<double>(h);
     in = static_cast<double>(h);
   }
-  const double backbones = cfg.algorithm == "independent" ? cfg.num_tasks : 1;
-  const double classes =
-      static_cast<double>(kClassesPerDataset) * (cfg.benchmark == "permuted" ? cfg.num_tasks : 1);
+  const double backbones = cfg.algorithm == Algorithm::Independent ? cfg.num_tasks : 1;
+  const double classes = static_cast<double>(kClassesPerDataset) *
+                         (cfg.benchmark == Benchmark::Permuted ? cfg.num_tasks : 1);
   return backbone * backbones + classes * (in + 1);
 }
 
 }  // namespace
 
+// ---- enum spellings ----
+
+namespace {
+constexpr Benchmark kBenchmarks[] = {Benchmark::Split, Benchmark::Permuted};
+constexpr Scenario kScenarios[] = {Scenario::TIL, Scenario::CIL};
+constexpr Algorithm kAlgorithms[] = {Algorithm::Finetuning, Algorithm::Fix, Algorithm::Independent,
+                                     Algorithm::Random,     Algorithm::LwF, Algorithm::EWC};
+constexpr OptimizerKind kOptimizers[] = {OptimizerKind::SGD, OptimizerKind::Adam};
+constexpr Dataset kDatasets[] = {Dataset::FashionMnist, Dataset::Mnist};
+}  // namespace
+
+template <>
+std::span<const Benchmark> enum_values<Benchmark>() {
+  return kBenchmarks;
+}
+template <>
+std::span<const Scenario> enum_values<Scenario>() {
+  return kScenarios;
+}
+template <>
+std::span<const Algorithm> enum_values<Algorithm>() {
+  return kAlgorithms;
+}
+template <>
+std::span<const OptimizerKind> enum_values<OptimizerKind>() {
+  return kOptimizers;
+}
+template <>
+std::span<const Dataset> enum_values<Dataset>() {
+  return kDatasets;
+}
+
+std::string to_string(Benchmark b) {
+  switch (b) {
+    case Benchmark::Split:
+      return "split";
+    case Benchmark::Permuted:
+      return "permuted";
+  }
+  return "?";
+}
+
+std::string to_string(Scenario s) {
+  switch (s) {
+    case Scenario::TIL:
+      return "til";
+    case Scenario::CIL:
+      return "cil";
+  }
+  return "?";
+}
+
+std::string to_string(Algorithm a) {
+  switch (a) {
+    case Algorithm::Finetuning:
+      return "finetuning";
+    case Algorithm::Fix:
+      return "fix";
+    case Algorithm::Independent:
+      return "independent";
+    case Algorithm::Random:
+      return "random";
+    case Algorithm::LwF:
+      return "lwf";
+    case Algorithm::EWC:
+      return "ewc";
+  }
+  return "?";
+}
+
+std::string to_string(OptimizerKind o) {
+  switch (o) {
+    case OptimizerKind::SGD:
+      return "sgd";
+    case OptimizerKind::Adam:
+      return "adam";
+  }
+  return "?";
+}
+
+std::string to_string(Dataset d) {
+  switch (d) {
+    case Dataset::FashionMnist:
+      return "fashion_mnist";
+    case Dataset::Mnist:
+      return "mnist";
+  }
+  return "?";
+}
+
+std::string algorithm_name(Algorithm a) {
+  switch (a) {
+    case Algorithm::Finetuning:
+      return "Finetuning";
+    case Algorithm::Fix:
+      return "Fix";
+    case Algorithm::Independent:
+      return "Independent";
+    case Algorithm::Random:
+      return "Random";
+    case Algorithm::LwF:
+      return "LwF";
+    case Algorithm::EWC:
+      return "EWC";
+  }
+  return "?";
+}
+
+// ---- loading ----
+
 ExperimentConfig load_config(const std::filesystem::path& yaml_file) {
   const std::string name = yaml_file.string();
   const std::string text = read_config_text(yaml_file);
-  check_nesting(text, name);
+  check_nesting(text,
+                [&](size_t line, size_t column) { too_deep(name, kMaxYamlDepth, line, column); });
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -534,7 +729,7 @@ ExperimentConfig load_config(const std::filesystem::path& yaml_file) {
     const std::string key = kv.first.Scalar();
     try {
       if (!seen.insert(key).second) refuse(key, "given twice");
-      set_value(cfg, key, node_text(key, kv.second));
+      set_value(cfg, key, kv.second, shown(kv.second));
     } catch (const ConfigError& e) {
       throw ConfigError(where + e.what());
     }
@@ -553,18 +748,76 @@ void apply_override(ExperimentConfig& cfg, const std::string& key_eq_value) {
     throw ConfigError("override `" + key_eq_value +
                       "` is not of the form key=value; valid keys: " + join(keys()));
   }
-  set_value(cfg, trim(key_eq_value.substr(0, eq)), key_eq_value.substr(eq + 1));
+  const std::string key = trim(key_eq_value.substr(0, eq));
+  const std::string value = key_eq_value.substr(eq + 1);
+  const Field& f = find_field(key);
+  // The same limits as a file's, checked before yaml-cpp parses the value.
+  check_text(key, value);
+  if (value.size() > kMaxConfigBytes) {
+    refuse(key, "value of " + std::to_string(value.size()) + " bytes; at most " +
+                    std::to_string(kMaxConfigBytes) + " are read");
+  }
+  check_nesting(value, [&](size_t, size_t column) {
+    refuse(key, "value nested deeper than " + std::to_string(kMaxYamlDepth) + " levels at column " +
+                    std::to_string(column) + "; expected " + f.rule);
+  });
+  YAML::Node node;
+  try {
+    node = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    const std::string at =
+        e.mark.is_null() ? "" : " at column " + std::to_string(e.mark.column + 1);
+    refuse(key,
+           "value `" + value + "` is not a YAML value (" + e.msg + at + "); expected " + f.rule);
+  }
+  set_value(cfg, key, node, trim(value));
+}
+
+std::vector<Algorithm> parse_algorithm_list(const std::string& key, const std::string& text) {
+  const std::string rule = "non-empty list of algorithms, like [finetuning,fix,lwf,ewc]; valid: " +
+                           join(spellings<Algorithm>());
+  try {
+    check_text(key, text);
+  } catch (const ConfigError&) {
+    refuse_argument(key,
+                    "value `" + printable(text) + "` is not UTF-8 text without control characters");
+  }
+  check_nesting(text, [&](size_t, size_t column) {
+    refuse_argument(key, "value nested deeper than " + std::to_string(kMaxYamlDepth) +
+                             " levels at column " + std::to_string(column) + "; expected a " +
+                             rule);
+  });
+  YAML::Node node;
+  try {
+    node = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    refuse_argument(key,
+                    "value `" + text + "` is not a YAML value (" + e.msg + "); expected a " + rule);
+  }
+  if (!node.IsSequence() || node.size() == 0)
+    refuse_argument(key, "expected a " + rule + ", got `" + printable(trim(text)) + "`");
+  std::vector<Algorithm> out;
+  for (const auto& item : node) {
+    const std::optional<Algorithm> a = typed<Algorithm>(item);
+    if (!a)
+      refuse_argument(key,
+                      "unknown algorithm `" + printable(shown(item)) + "`; expected a " + rule);
+    if (std::find(out.begin(), out.end(), *a) != out.end())
+      refuse_argument(key, "`" + to_string(*a) + "` is listed twice");
+    out.push_back(*a);
+  }
+  return out;
 }
 
 void validate(const ExperimentConfig& cfg) {
   for (const Field& f : fields())
     f.check(cfg);
-  if (cfg.dataset == "mnist" && cfg.data_dir.empty()) {
+  if (cfg.dataset == Dataset::Mnist && cfg.data_dir.empty()) {
     refuse("data_dir",
            "dataset=mnist has no default location; set data_dir= to a folder of "
            "MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)");
   }
-  if (cfg.benchmark == "split") {
+  if (cfg.benchmark == Benchmark::Split) {
     try {
       make_split(10, cfg.num_tasks, cfg.class_order);
     } catch (const ConfigError&) {
@@ -574,8 +827,8 @@ void validate(const ExperimentConfig& cfg) {
                         std::string(e.what()));
     }
   } else if (!cfg.class_order.empty()) {
-    refuse("class_order",
-           "applies only to benchmark=split; leave it [] for benchmark=" + cfg.benchmark);
+    refuse("class_order", "applies only to benchmark=split; leave it [] for benchmark=" +
+                              to_string(cfg.benchmark));
   }
   const double parameters = model_parameters(cfg);
   if (parameters > kMaxParameters) {
@@ -584,8 +837,10 @@ void validate(const ExperimentConfig& cfg) {
     std::string msg = "[";
     for (size_t i = 0; i < cfg.hidden_dims.size(); ++i)
       msg.append(i ? "," : "").append(std::to_string(cfg.hidden_dims[i]));
-    msg.append("] with algorithm=").append(cfg.algorithm).append(", benchmark=");
-    msg.append(cfg.benchmark).append(", num_tasks=").append(std::to_string(cfg.num_tasks));
+    msg.append("] with algorithm=").append(to_string(cfg.algorithm)).append(", benchmark=");
+    msg.append(to_string(cfg.benchmark))
+        .append(", num_tasks=")
+        .append(std::to_string(cfg.num_tasks));
     msg.append(" makes a model of about ").append(count).append(" parameters on 28x28 images; ");
     msg.append("at most ").append(std::to_string(static_cast<int64_t>(kMaxParameters)));
     refuse("hidden_dims", msg.append(" (4 GiB of float32) are allowed"));

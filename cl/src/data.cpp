@@ -17,8 +17,8 @@ std::string hex(uint64_t value) {
 }  // namespace
 
 CLBenchmark::CLBenchmark(const ExperimentConfig& cfg)
-    : permuted_(cfg.benchmark == "permuted"),
-      scenario_(scenario_from_string(cfg.scenario)),
+    : permuted_(cfg.benchmark == Benchmark::Permuted),
+      scenario_(cfg.scenario),
       num_tasks_(cfg.num_tasks) {
   const auto dir = resolved_data_dir(cfg);
   train_ = load_idx_split(dir, true);

@@ -1,10 +1,13 @@
 #include "results_io.h"
 
+#include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <ctime>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "clarena/core/atomic_file.h"
 #include "clarena/core/device.h"
@@ -79,7 +82,7 @@ Manifest::Manifest(fs::path file, const ExperimentConfig& cfg, const json& bench
     // A new run, or a resume that finds no manifest (its first run's record is then unknown).
     doc_ = json{{"version", CLARENA_VERSION},
                 {"build_type", CLARENA_BUILD_TYPE},
-                {"device", cfg.device},
+                {"device", cfg.device.str()},
                 {"cuda_devices_visible", cuda_device_count()},
                 {"threads", resume ? json(nullptr) : json(num_threads())},
                 {"seed", cfg.seed},
@@ -121,10 +124,171 @@ std::string config_yaml(const ExperimentConfig& cfg) {
 
 ExperimentConfig config_from_json(const json& j) {
   ExperimentConfig cfg;
+  // Each value as JSON text, which YAML reads as the same value (strings double-quoted).
   for (const auto& [key, value] : j.items())
-    apply_override(cfg, key + "=" + (value.is_string() ? value.get<std::string>() : value.dump()));
+    apply_override(cfg, key + "=" + value.dump());
   validate(cfg);
   return cfg;
+}
+
+// --- checkpoint records ----------------------------------------------------------------------
+
+StateFieldError::StateFieldError(std::string field, std::string why)
+    : IOError("field '" + field + "' " + why), field_(std::move(field)), why_(std::move(why)) {}
+
+namespace {
+
+std::string show(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+[[noreturn]] void bad_field(const std::string& field, const std::string& why) {
+  throw StateFieldError(field, why);
+}
+
+const json& member(const json& object, const std::string& key) {
+  auto it = object.find(key);
+  if (it == object.end()) bad_field(key, "is missing");
+  return *it;
+}
+
+const json& list(const json& v, const std::string& field, size_t size,
+                 const std::string& why_size) {
+  if (!v.is_array()) bad_field(field, "is " + show(v) + ", expected a list");
+  if (v.size() != size)
+    bad_field(field, "has " + std::to_string(v.size()) + " entries, expected " +
+                         std::to_string(size) + " (" + why_size + ")");
+  return v;
+}
+
+int64_t integer(const json& v, const std::string& field, int64_t lo, int64_t hi) {
+  const std::string range = "an integer in " + std::to_string(lo) + ".." + std::to_string(hi);
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > static_cast<uint64_t>(hi))
+      bad_field(field, "is " + show(v) + ", expected " + range);
+    return static_cast<int64_t>(v.get<uint64_t>());
+  }
+  if (!v.is_number_integer()) bad_field(field, "is " + show(v) + ", expected " + range);
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) bad_field(field, "is " + show(v) + ", expected " + range);
+  return x;
+}
+
+/// A finite number in [lo, hi]; with allow_null, null (how JSON writes a NaN) reads as NaN.
+double number(const json& v, const std::string& field, double lo, double hi,
+              bool allow_null = false) {
+  if (allow_null && v.is_null()) return std::numeric_limits<double>::quiet_NaN();
+  const std::string range = "a number in [" + show(json(lo)) + ", " + show(json(hi)) + "]";
+  if (!v.is_number()) bad_field(field, "is " + show(v) + ", expected " + range);
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi)
+    bad_field(field, "is " + show(v) + ", expected " + range);
+  return x;
+}
+
+/// Writes the fields a describe() names into a JSON object.
+class RecordWriter {
+ public:
+  explicit RecordWriter(json& j) : j_(j) { j_ = json::object(); }
+  template <typename T>
+  void integer(const char* name, const T& v, int64_t /*lo*/, int64_t /*hi*/) {
+    j_[name] = v;
+  }
+  void number(const char* name, double v, double /*lo*/, double /*hi*/, bool /*nan*/ = false) {
+    j_[name] = v;  // a NaN is written as null
+  }
+
+ private:
+  json& j_;
+};
+
+/// Reads the fields a describe() names from a JSON object, each checked for type and range;
+/// a field missing or out of range, or a member that names no field, is a StateFieldError.
+class RecordReader {
+ public:
+  RecordReader(const json& j, const char* what) : j_(j) {
+    if (!j.is_object()) bad_field("", "is " + show(j) + ", expected an object of " + what);
+  }
+  template <typename T>
+  void integer(const char* name, T& out, int64_t lo, int64_t hi) {
+    out = static_cast<T>(::clarena::cl::integer(field(name), name, lo, hi));
+  }
+  void number(const char* name, double& out, double lo, double hi, bool nan = false) {
+    out = ::clarena::cl::number(field(name), name, lo, hi, nan);
+  }
+  /// After the last field: every member must have been one.
+  void finish() const {
+    for (const auto& [key, value] : j_.items()) {
+      if (std::find(names_.begin(), names_.end(), key) == names_.end()) {
+        std::string all;
+        for (const auto& n : names_)
+          all += (all.empty() ? "" : ", ") + n;
+        bad_field(key, "is not a field of this record (" + all + ")");
+      }
+    }
+  }
+
+ private:
+  const json& field(const char* name) {
+    names_.emplace_back(name);
+    return member(j_, name);
+  }
+  const json& j_;
+  std::vector<std::string> names_;
+};
+
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
+constexpr double kBig = std::numeric_limits<double>::max();
+constexpr int64_t kMaxTask = 1000, kMaxEpoch = 100000;  // the config's bounds
+
+// The named fields of each record in state.json, with the range each must lie in: to_json
+// writes them, from_json reads and checks them. A new field is one line here.
+template <typename Io, typename Cost>
+requires std::same_as<std::remove_const_t<Cost>, TaskCost>
+void describe(Io& io, Cost& c) {
+  io.integer("task", c.task, 1, kMaxTask);
+  io.integer("steps", c.steps, 0, kMaxInt);
+  io.number("forward_ms", c.forward_ms, 0, kBig);
+  io.number("backward_ms", c.backward_ms, 0, kBig);
+  io.number("optimizer_ms", c.optimizer_ms, 0, kBig);
+  io.number("nodes_per_step", c.nodes_per_step, 0, kBig);
+  io.number("saved_bytes_per_step", c.saved_bytes_per_step, 0, kBig);
+}
+
+template <typename Io, typename Record>
+requires std::same_as<std::remove_const_t<Record>, EpochRecord>
+void describe(Io& io, Record& r) {
+  io.integer("task", r.task, 1, kMaxTask);
+  io.integer("epoch", r.epoch, 1, kMaxEpoch);
+  io.number("train_loss", r.train_loss, 0, kBig, /*nan=*/true);  // a diverged step: NaN
+  io.number("train_accuracy", r.train_accuracy, 0, 1);
+  io.number("val_loss", r.val_loss, 0, kBig, /*nan=*/true);
+  io.number("val_accuracy", r.val_accuracy, 0, 1);
+}
+
+}  // namespace
+
+void to_json(json& j, const TaskCost& c) {
+  RecordWriter w(j);
+  describe(w, c);
+}
+
+void from_json(const json& j, TaskCost& c) {
+  RecordReader r(j, "task costs");
+  describe(r, c);
+  r.finish();
+}
+
+void to_json(json& j, const EpochRecord& e) {
+  RecordWriter w(j);
+  describe(w, e);
+}
+
+void from_json(const json& j, EpochRecord& e) {
+  RecordReader r(j, "epoch curves");
+  describe(r, e);
+  r.finish();
 }
 
 // --- checkpoint ------------------------------------------------------------------------------
@@ -134,6 +298,8 @@ namespace {
 constexpr const char* kCheckpoint = "checkpoint";
 constexpr const char* kState = "state.json";
 constexpr const char* kParams = "model.params";
+// 1 (no `version` field): costs and curves as positional lists. 2: named fields.
+constexpr int kStateVersion = 2;
 
 json accuracy_rows(const AccuracyMatrix& m, int tasks_done) {
   json rows = json::array();
@@ -146,64 +312,71 @@ json accuracy_rows(const AccuracyMatrix& m, int tasks_done) {
   return rows;
 }
 
-/// Reads state.json's fields, each checked for type and range; errors name file and field.
-class StateReader {
- public:
-  explicit StateReader(const fs::path& file) : file_(file) {}
-
-  [[noreturn]] void fail(const std::string& field, const std::string& why) const {
-    throw IOError("checkpoint state " + file_.string() + ": field '" + field + "' " + why);
-  }
-
-  const json& member(const json& object, const std::string& key) const {
-    auto it = object.find(key);
-    if (it == object.end()) fail(key, "is missing");
-    return *it;
-  }
-
-  const json& array(const json& v, const std::string& field, size_t size,
-                    const std::string& why_size) const {
-    if (!v.is_array()) fail(field, "is " + show(v) + ", expected a list");
-    if (v.size() != size)
-      fail(field, "has " + std::to_string(v.size()) + " entries, expected " + std::to_string(size) +
-                      " (" + why_size + ")");
-    return v;
-  }
-
-  int64_t integer(const json& v, const std::string& field, int64_t lo, int64_t hi) const {
-    const std::string range = "an integer in " + std::to_string(lo) + ".." + std::to_string(hi);
-    if (v.is_number_unsigned()) {
-      if (v.get<uint64_t>() > static_cast<uint64_t>(hi))
-        fail(field, "is " + show(v) + ", expected " + range);
-      return static_cast<int64_t>(v.get<uint64_t>());
-    }
-    if (!v.is_number_integer()) fail(field, "is " + show(v) + ", expected " + range);
-    const int64_t x = v.get<int64_t>();
-    if (x < lo || x > hi) fail(field, "is " + show(v) + ", expected " + range);
-    return x;
-  }
-
-  /// A finite number in [lo, hi]; with allow_null, null (how JSON writes a NaN) reads as NaN.
-  double number(const json& v, const std::string& field, double lo, double hi,
-                bool allow_null = false) const {
-    if (allow_null && v.is_null()) return std::numeric_limits<double>::quiet_NaN();
-    const std::string range = "a number in [" + show(json(lo)) + ", " + show(json(hi)) + "]";
-    if (!v.is_number()) fail(field, "is " + show(v) + ", expected " + range);
-    const double x = v.get<double>();
-    if (!std::isfinite(x) || x < lo || x > hi) fail(field, "is " + show(v) + ", expected " + range);
-    return x;
-  }
-
- private:
-  static std::string show(const json& v) {
-    std::string s = v.dump();
-    return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-  }
-  const fs::path& file_;
-};
-
 std::string at(const char* list, size_t i) {
   return std::string(list) + "[" + std::to_string(i) + "]";
+}
+
+/// Reads entry i of a list of records; a fault names the record: "costs[1].steps".
+template <typename T>
+T record(const json& entries, const char* list, size_t i) {
+  try {
+    return entries[i].get<T>();
+  } catch (const StateFieldError& e) {
+    bad_field(at(list, i) + (e.field().empty() ? "" : "." + e.field()), e.why());
+  }
+}
+
+CheckpointState read_state(const json& j) {
+  for (const auto& [key, value] : j.items())
+    if (key != "version" && key != "config" && key != "tasks_done" && key != "accuracy" &&
+        key != "costs" && key != "curves")
+      bad_field(key,
+                "is not a checkpoint field (version, config, tasks_done, accuracy, costs, curves)");
+
+  CheckpointState s;
+  const json& config = member(j, "config");
+  if (!config.is_object()) bad_field("config", "is not a mapping of settings");
+  try {
+    s.config = config_from_json(config);
+  } catch (const Error& e) {
+    bad_field("config", std::string("holds a setting that is refused: ") + e.what());
+  }
+  const int n = s.config.num_tasks;
+  s.tasks_done = static_cast<int>(integer(member(j, "tasks_done"), "tasks_done", 0, n));
+  const int done = s.tasks_done;
+  const std::string per_task = "one per finished task, tasks_done is " + std::to_string(done);
+
+  s.accuracy = AccuracyMatrix(n);
+  const json& rows = list(member(j, "accuracy"), "accuracy", static_cast<size_t>(done), per_task);
+  for (int i = 1; i <= done; ++i) {
+    const std::string field = at("accuracy", static_cast<size_t>(i - 1));
+    const json& row = list(rows[static_cast<size_t>(i - 1)], field, static_cast<size_t>(i),
+                           "row i holds tasks 1..i");
+    for (int k = 1; k <= i; ++k)
+      s.accuracy.set(
+          i, k,
+          number(row[static_cast<size_t>(k - 1)], field + "[" + std::to_string(k - 1) + "]", 0, 1));
+  }
+
+  const json& costs = list(member(j, "costs"), "costs", static_cast<size_t>(done), per_task);
+  for (size_t i = 0; i < costs.size(); ++i) {
+    s.costs.push_back(record<TaskCost>(costs, "costs", i));
+    const auto task = static_cast<int64_t>(i + 1);
+    integer(costs[i]["task"], at("costs", i) + ".task", task, task);
+  }
+
+  const int epochs = s.config.epochs;
+  const json& curves = list(member(j, "curves"), "curves", static_cast<size_t>(done) * epochs,
+                            "one per epoch of each finished task: " + std::to_string(done) + " x " +
+                                std::to_string(epochs) + " epochs");
+  for (size_t i = 0; i < curves.size(); ++i) {
+    s.curves.push_back(record<EpochRecord>(curves, "curves", i));
+    const auto task = static_cast<int64_t>(i) / epochs + 1;
+    const auto epoch = static_cast<int64_t>(i) % epochs + 1;
+    integer(curves[i]["task"], at("curves", i) + ".task", task, task);
+    integer(curves[i]["epoch"], at("curves", i) + ".epoch", epoch, epoch);
+  }
+  return s;
 }
 
 }  // namespace
@@ -214,17 +387,9 @@ fs::path checkpoint_dir(const fs::path& output_dir) {
 
 void write_checkpoint(const fs::path& output_dir, const nn::Module& model,
                       const CheckpointState& s) {
-  json costs = json::array(), curves = json::array();
-  for (const auto& c : s.costs)
-    costs.push_back({c.task, c.steps, c.forward_ms, c.backward_ms, c.optimizer_ms, c.nodes_per_step,
-                     c.saved_bytes_per_step});
-  for (const auto& r : s.curves)
-    curves.push_back({r.task, r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy});
-  const json j{{"config", to_json(s.config)},
-               {"tasks_done", s.tasks_done},
-               {"accuracy", accuracy_rows(s.accuracy, s.tasks_done)},
-               {"costs", costs},
-               {"curves", curves}};
+  const json j{{"version", kStateVersion},   {"config", to_json(s.config)},
+               {"tasks_done", s.tasks_done}, {"accuracy", accuracy_rows(s.accuracy, s.tasks_done)},
+               {"costs", s.costs},           {"curves", s.curves}};
 
   const fs::path target = output_dir / kCheckpoint;
   fs::path staged = target;
@@ -245,78 +410,27 @@ void write_checkpoint(const fs::path& output_dir, const nn::Module& model,
 
 CheckpointState read_checkpoint_state(const fs::path& dir) {
   const fs::path file = dir / kState;
+  const std::string name = "checkpoint state " + file.string();
   std::ifstream in(file);
   if (!in)
     throw IOError("no checkpoint at " + file.string() +
                   ": resume needs the output folder of a run that was started with `train`");
   const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded())
-    throw IOError("checkpoint state " + file.string() + " is malformed: not valid JSON");
-  const StateReader r(file);
-  if (!j.is_object()) throw IOError("checkpoint state " + file.string() + " is not a JSON object");
-  for (const auto& [key, value] : j.items())
-    if (key != "config" && key != "tasks_done" && key != "accuracy" && key != "costs" &&
-        key != "curves")
-      r.fail(key, "is not a checkpoint field (config, tasks_done, accuracy, costs, curves)");
-
-  CheckpointState s;
-  const json& config = r.member(j, "config");
-  if (!config.is_object()) r.fail("config", "is not a mapping of settings");
+  if (j.is_discarded()) throw IOError(name + " is malformed: not valid JSON");
+  if (!j.is_object()) throw IOError(name + " is not a JSON object");
+  if (!j.contains("version"))
+    throw IOError(name +
+                  " has no field 'version': it was written by an older clarena (costs and "
+                  "curves as positional lists), which this one cannot resume; start the "
+                  "run again, or resume it with the clarena that wrote it");
+  if (j["version"] != kStateVersion)
+    throw IOError(name + ": field 'version' is " + show(j["version"]) + ", this clarena reads " +
+                  "version " + std::to_string(kStateVersion) + " only");
   try {
-    s.config = config_from_json(config);
-  } catch (const Error& e) {
-    r.fail("config", std::string("holds a setting that is refused: ") + e.what());
+    return read_state(j);
+  } catch (const StateFieldError& e) {
+    throw IOError(name + ": " + e.what());
   }
-  const int n = s.config.num_tasks;
-  s.tasks_done = static_cast<int>(r.integer(r.member(j, "tasks_done"), "tasks_done", 0, n));
-  const int done = s.tasks_done;
-  const std::string per_task = "one per finished task, tasks_done is " + std::to_string(done);
-
-  s.accuracy = AccuracyMatrix(n);
-  const json& rows =
-      r.array(r.member(j, "accuracy"), "accuracy", static_cast<size_t>(done), per_task);
-  for (int i = 1; i <= done; ++i) {
-    const std::string field = at("accuracy", static_cast<size_t>(i - 1));
-    const json& row = r.array(rows[static_cast<size_t>(i - 1)], field, static_cast<size_t>(i),
-                              "row i holds tasks 1..i");
-    for (int k = 1; k <= i; ++k)
-      s.accuracy.set(i, k,
-                     r.number(row[static_cast<size_t>(k - 1)],
-                              field + "[" + std::to_string(k - 1) + "]", 0, 1));
-  }
-
-  const double big = std::numeric_limits<double>::max();
-  const json& costs = r.array(r.member(j, "costs"), "costs", static_cast<size_t>(done), per_task);
-  for (size_t i = 0; i < costs.size(); ++i) {
-    const std::string field = at("costs", i);
-    const json& c = r.array(costs[i], field, 7,
-                            "task, steps, forward, backward and optimizer ms, nodes, bytes");
-    auto cell = [&](size_t k) { return field + "[" + std::to_string(k) + "]"; };
-    const auto task = static_cast<int>(i + 1);
-    s.costs.push_back({static_cast<int>(r.integer(c[0], cell(0), task, task)),
-                       r.integer(c[1], cell(1), 0, std::numeric_limits<int64_t>::max()),
-                       r.number(c[2], cell(2), 0, big), r.number(c[3], cell(3), 0, big),
-                       r.number(c[4], cell(4), 0, big), r.number(c[5], cell(5), 0, big),
-                       r.number(c[6], cell(6), 0, big)});
-  }
-
-  const int epochs = s.config.epochs;
-  const json& curves = r.array(r.member(j, "curves"), "curves", static_cast<size_t>(done) * epochs,
-                               "one per epoch of each finished task: " + std::to_string(done) +
-                                   " x " + std::to_string(epochs) + " epochs");
-  for (size_t i = 0; i < curves.size(); ++i) {
-    const std::string field = at("curves", i);
-    const json& c = r.array(curves[i], field, 6,
-                            "task, epoch, train loss and accuracy, validation loss and accuracy");
-    auto cell = [&](size_t k) { return field + "[" + std::to_string(k) + "]"; };
-    const auto task = static_cast<int64_t>(i) / epochs + 1;
-    const auto epoch = static_cast<int64_t>(i) % epochs + 1;
-    s.curves.push_back({static_cast<int>(r.integer(c[0], cell(0), task, task)),
-                        static_cast<int>(r.integer(c[1], cell(1), epoch, epoch)),
-                        r.number(c[2], cell(2), 0, big, true), r.number(c[3], cell(3), 0, 1),
-                        r.number(c[4], cell(4), 0, big, true), r.number(c[5], cell(5), 0, 1)});
-  }
-  return s;
 }
 
 void remove_stale_temps(const fs::path& output_dir) {

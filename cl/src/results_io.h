@@ -12,6 +12,7 @@
 #include "clarena/cl/config.h"
 #include "clarena/cl/experiment.h"
 #include "clarena/cl/metrics.h"
+#include "clarena/core/errors.h"
 #include "clarena/nn/module.h"
 
 namespace clarena::cl {
@@ -39,6 +40,27 @@ std::string config_yaml(const ExperimentConfig& cfg);
 /// A config from its to_json form, through the same checks as command-line overrides.
 ExperimentConfig config_from_json(const nlohmann::json& j);
 
+/// A field of a checkpoint record that is missing, of the wrong type or out of range: field()
+/// names it within the record ("steps"; empty: the record itself), why() says what is wrong.
+/// read_checkpoint_state names the file and where the record lies ("costs[1].steps").
+class StateFieldError : public IOError {
+ public:
+  StateFieldError(std::string field, std::string why);
+  const std::string& field() const { return field_; }
+  const std::string& why() const { return why_; }
+
+ private:
+  std::string field_, why_;
+};
+
+/// The records of state.json as JSON objects with one named member per field ("task",
+/// "steps", "forward_ms", ...; a NaN loss as null). from_json checks every field's type and
+/// range and refuses members that are no field: StateFieldError.
+void to_json(nlohmann::json& j, const TaskCost& c);
+void from_json(const nlohmann::json& j, TaskCost& c);
+void to_json(nlohmann::json& j, const EpochRecord& e);
+void from_json(const nlohmann::json& j, EpochRecord& e);
+
 /// What a checkpoint holds besides the parameters: enough to continue a run exactly.
 struct CheckpointState {
   ExperimentConfig config;
@@ -60,7 +82,8 @@ void write_checkpoint(const std::filesystem::path& output_dir, const nn::Module&
                       const CheckpointState& state);
 
 /// Reads dir/state.json and checks every field (type, range, row lengths): IOError naming the
-/// file and the field when it is missing or malformed.
+/// file and the field when it is missing or malformed, or when the file has no `version` 2
+/// (older files held costs and curves as positional lists).
 CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 
 /// Removes what a killed or failed run left behind in output_dir: the temporaries of its

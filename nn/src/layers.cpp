@@ -59,10 +59,11 @@ Tensor Sequential::forward(const Tensor& x) {
 MLP::MLP(int64_t input_dim, std::vector<int64_t> hidden_dims, Generator& gen, MLPOptions options)
     : input_dim_(input_dim), hidden_dims_(std::move(hidden_dims)), options_(std::move(options)) {
   if (hidden_dims_.empty()) throw ValueError("MLP: hidden_dims must name at least one layer");
-  if (options_.activation != "relu" && options_.activation != "tanh" &&
-      options_.activation != "sigmoid" && options_.activation != "none")
-    throw ValueError("MLP: unknown activation '" + options_.activation +
-                     "', expected relu, tanh, sigmoid or none");
+  if (options_.activation != Activation::ReLU && options_.activation != Activation::Tanh &&
+      options_.activation != Activation::Sigmoid && options_.activation != Activation::None)
+    throw ValueError("MLP: unknown activation " +
+                     std::to_string(static_cast<int>(options_.activation)) +
+                     ", expected ReLU, Tanh, Sigmoid or None");
   auto fc = register_module("fc", std::make_shared<Sequential>());
   auto fc_bn =
       options_.batch_norm ? register_module("fc_bn", std::make_shared<Sequential>()) : nullptr;
@@ -78,10 +79,31 @@ MLP::MLP(int64_t input_dim, std::vector<int64_t> hidden_dims, Generator& gen, ML
   }
 }
 
+const char* to_string(Activation a) {
+  switch (a) {
+    case Activation::ReLU:
+      return "relu";
+    case Activation::Tanh:
+      return "tanh";
+    case Activation::Sigmoid:
+      return "sigmoid";
+    case Activation::None:
+      return "none";
+  }
+  return "?";
+}
+
 Tensor MLP::activate(const Tensor& x) const {
-  if (options_.activation == "relu") return relu(x);
-  if (options_.activation == "tanh") return tanh(x);
-  if (options_.activation == "sigmoid") return sigmoid(x);
+  switch (options_.activation) {
+    case Activation::ReLU:
+      return relu(x);
+    case Activation::Tanh:
+      return tanh(x);
+    case Activation::Sigmoid:
+      return sigmoid(x);
+    case Activation::None:
+      return x;
+  }
   return x;
 }
 
@@ -89,7 +111,7 @@ Tensor MLP::forward(const Tensor& x) {
   if (x.dim() != 2 || x.size(1) != input_dim_)
     throw ShapeError("MLP: expected input [batch, " + std::to_string(input_dim_) + "], got " +
                      shape_str(x.shape()));
-  const bool fuse_relu = !options_.batch_norm && options_.activation == "relu";
+  const bool fuse_relu = !options_.batch_norm && options_.activation == Activation::ReLU;
   Tensor h = x;
   for (size_t i = 0; i < fc_.size(); ++i) {
     if (fuse_relu) {

@@ -47,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // The seed corpus holds files of this very model, so mutations reach the module checks.
   static Generator gen(0);
-  static nn::MLP model(4, {3, 2}, gen, {"relu", true});
+  static nn::MLP model(4, {3, 2}, gen, {nn::Activation::ReLU, true});
   try {
     nn::load(model, file);
   } catch (const Error&) {

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "clarena/cl/config.h"
+
 namespace clarena::cl {
 
 // ---- Permuted benchmark ----
@@ -36,12 +38,10 @@ SplitSpec make_split(int num_classes = 10, int num_tasks = 5,
 
 // ---- Label mapping ----
 
-/// Task-incremental (a head per task) or class-incremental (one growing head).
-enum class Scenario { TIL, CIL };
+// Scenario (TIL, CIL) and its to_string are declared with the other settings in config.h.
 
 /// "til" / "cil" (case-insensitive); throws clarena::ValueError listing both otherwise.
 Scenario scenario_from_string(std::string_view s);
-const char* to_string(Scenario s);
 
 /// Number of classes of task `task_id` in the split.
 int num_classes_of_task(const SplitSpec& spec, int task_id);

@@ -52,8 +52,14 @@ class Sequential : public Module {
   size_t size() const { return children().size(); }
 };
 
+/// The activation after each MLP layer (None: the layers stay linear).
+enum class Activation { ReLU, Tanh, Sigmoid, None };
+
+/// "relu", "tanh", "sigmoid" or "none".
+const char* to_string(Activation a);
+
 struct MLPOptions {
-  std::string activation = "relu";  // "relu", "tanh", "sigmoid" or "none"
+  Activation activation = Activation::ReLU;
   bool batch_norm = false;
 };
 
