@@ -101,7 +101,8 @@ struct Driver {
       algo->train_mode();
       for (size_t start = 0; start < idx.size(); start += static_cast<size_t>(cfg.batch_size)) {
         const size_t n = std::min(idx.size() - start, static_cast<size_t>(cfg.batch_size));
-        Batch batch = bench.batch(Stage::Train, task, std::span(idx).subspan(start, n), Device::cpu());
+        Batch batch =
+            bench.batch(Stage::Train, task, std::span(idx).subspan(start, n), Device::cpu());
         const Trainer::Step s = trainer.train_step(*algo, batch);
         steps.push_back({s.loss.item(), s.nodes, s.saved_bytes, batch.y.numel()});
       }
@@ -326,8 +327,9 @@ TEST_F(AlgorithmTest, TilAndCilLogitsAndLabels) {
       // CIL head is one wide linear, so a step records the same nodes in both scenarios.
       d.algo->train_mode();
       const Trainer::Step s = d.trainer.train_step(
-          *d.algo, bench.batch(Stage::Train, task,
-                               std::span(bench.indices(Stage::Train, task)).first(8), Device::cpu()));
+          *d.algo,
+          bench.batch(Stage::Train, task, std::span(bench.indices(Stage::Train, task)).first(8),
+                      Device::cpu()));
       EXPECT_EQ(s.logits.size(0), 8);
       EXPECT_EQ(s.nodes, 4);  // two fused linear+ReLU, the head, the loss
     }
@@ -350,7 +352,8 @@ TEST_F(AlgorithmTest, CilHeadGrowsWithEachTasksOwnInitialRows) {
     EXPECT_TRUE(same_bits({wide.end() - static_cast<std::ptrdiff_t>(own.size()), wide.end()}, own));
     if (task > 1) {
       const std::vector<float>& old = before.at("heads.weight");
-      EXPECT_TRUE(same_bits({wide.begin(), wide.begin() + static_cast<std::ptrdiff_t>(old.size())}, old));
+      EXPECT_TRUE(
+          same_bits({wide.begin(), wide.begin() + static_cast<std::ptrdiff_t>(old.size())}, old));
     }
   }
 }
@@ -451,7 +454,8 @@ TEST_F(AlgorithmTest, LwfTeacherRecordsNothingAndDistils) {
       student_logits = narrow(student_logits, 1, 0, 2);
       teacher_logits = narrow(teacher_logits, 1, 0, 2);
     }
-    const std::vector<float> s = student_logits.to_vector<float>(), t = teacher_logits.to_vector<float>();
+    const std::vector<float> s = student_logits.to_vector<float>(),
+                             t = teacher_logits.to_vector<float>();
     double expected = 0;
     const double temperature = 2;
     for (size_t r = 0; r < 16; ++r) {
@@ -461,8 +465,8 @@ TEST_F(AlgorithmTest, LwfTeacherRecordsNothingAndDistils) {
         zt += std::exp(t[2 * r + c] / temperature);
       }
       for (size_t c = 0; c < 2; ++c)
-        expected -= std::exp(t[2 * r + c] / temperature) / zt *
-                    (s[2 * r + c] / temperature - std::log(zs));
+        expected -=
+            std::exp(t[2 * r + c] / temperature) / zt * (s[2 * r + c] / temperature - std::log(zs));
     }
     expected = 0.5 * expected / 16;
     d.algo->model().eval();

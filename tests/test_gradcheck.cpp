@@ -123,8 +123,8 @@ std::map<std::string, Maker> all_ops() {
     Tensor fisher = Tensor::uniform({b, n}, 0.1, 1.0, g, f64), anchor = randn({n}, g);
     return Case{{randn({b, n}, g), randn({n}, g), randn({}, g)},
                 [fisher, anchor](const std::vector<Tensor>& in) {
-                  return sum({sum(mul(fisher, square(in[0] - anchor))),
-                              sum(square(in[1] - anchor)), in[2] * 3.0});
+                  return sum({sum(mul(fisher, square(in[0] - anchor))), sum(square(in[1] - anchor)),
+                              in[2] * 3.0});
                 }};
   };
   ops["narrow_dim0"] = [](int64_t b, int64_t n, Generator& g) {

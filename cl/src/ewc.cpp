@@ -59,7 +59,8 @@ Tensor EWC::penalty() const {
     for (size_t i = 0; i < params.size(); ++i)
       terms.push_back(sum(mul(anchor.fisher[i], square(params[i].second - anchor.theta[i]))));
   }
-  if (terms.empty()) return Tensor::zeros({}, params.front().second.dtype(), params.front().second.device());
+  if (terms.empty())
+    return Tensor::zeros({}, params.front().second.dtype(), params.front().second.device());
   return sum(terms) * (factor_ / 2);
 }
 
@@ -82,7 +83,8 @@ void EWC::on_task_end(const TrainBatches& train_batches) {
   model_->zero_grad();
   autograd::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) {
-    if (samples > 0) anchor.fisher[i].copy_(anchor.fisher[i] * (1.0 / static_cast<double>(samples)));
+    if (samples > 0)
+      anchor.fisher[i].copy_(anchor.fisher[i] * (1.0 / static_cast<double>(samples)));
     anchor.theta[i].copy_(params[i].second);
   }
 }

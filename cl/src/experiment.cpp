@@ -9,9 +9,9 @@
 #include <ostream>
 
 #include "clarena/cl/algorithms.h"
-#include "clarena/cl/trainer.h"
 #include "clarena/cl/data.h"
 #include "clarena/cl/plots.h"
+#include "clarena/cl/trainer.h"
 #include "clarena/core/atomic_file.h"
 #include "clarena/nn/serialize.h"
 #include "progress.h"

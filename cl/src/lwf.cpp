@@ -55,9 +55,9 @@ Tensor LwF::distillation(const Tensor& x, const Tensor& features, const Tensor& 
   std::vector<Tensor> terms;
   if (scenario_ == Scenario::CIL) {  // one softmax over every earlier class
     const int64_t old = heads_->classes_before(task());
-    terms.push_back(soft_cross_entropy(
-        narrow(logits, 1, 0, old),
-        narrow(teacher_heads_->forward(teacher_features, task()), 1, 0, old)));
+    terms.push_back(
+        soft_cross_entropy(narrow(logits, 1, 0, old),
+                           narrow(teacher_heads_->forward(teacher_features, task()), 1, 0, old)));
   } else {  // one term per earlier task's head, summed as CLArena does
     for (int t = 1; t < task(); ++t)
       terms.push_back(soft_cross_entropy(heads_->forward(features, t),

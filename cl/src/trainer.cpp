@@ -118,8 +118,8 @@ TaskCost Trainer::fit(CLAlgorithm& algo, std::vector<EpochRecord>& curves) {
     check_finite(tally, cfg_, task, epoch, steps);
     const Evaluation train_eval = tally.read();
     const Evaluation val = test(algo, Stage::Validation, task);
-    curves.push_back({task, epoch, train_eval.loss, train_eval.accuracy(), val.loss,
-                      val.accuracy()});
+    curves.push_back(
+        {task, epoch, train_eval.loss, train_eval.accuracy(), val.loss, val.accuracy()});
     if (progress_) progress_->epoch_done(curves.back());
   }
   const double timed = static_cast<double>(std::max<int64_t>(timed_steps, 1));
@@ -129,9 +129,8 @@ TaskCost Trainer::fit(CLAlgorithm& algo, std::vector<EpochRecord>& curves) {
   const double all = static_cast<double>(std::max<int64_t>(cost.steps, 1));
   cost.nodes_per_step /= all;
   cost.saved_bytes_per_step /= all;
-  algo.on_task_end([&](const std::function<void(const Batch&)>& fn) {
-    for_each_train_batch(task, fn);
-  });
+  algo.on_task_end(
+      [&](const std::function<void(const Batch&)>& fn) { for_each_train_batch(task, fn); });
   return cost;
 }
 

@@ -101,8 +101,8 @@ void Module::copy_state_from(const Module& other) {
   for (size_t i = 0; i < to.size(); ++i)
     if (to[i].first != from[i].first || to[i].second.shape() != from[i].second.shape() ||
         to[i].second.dtype() != from[i].second.dtype())
-      throw ShapeError("copy_state_from: tensor " + std::to_string(i) + " is " + to[i].first +
-                       " " + to[i].second.str() + " here but " + from[i].first + " " +
+      throw ShapeError("copy_state_from: tensor " + std::to_string(i) + " is " + to[i].first + " " +
+                       to[i].second.str() + " here but " + from[i].first + " " +
                        from[i].second.str() + " in the source");
   for (size_t i = 0; i < to.size(); ++i)
     to[i].second.copy_(from[i].second);
