@@ -391,3 +391,24 @@ TEST(Errors, AllDeriveFromError) {
   EXPECT_THROW(Device::parse("x"), Error);
   EXPECT_THROW(Device::parse("x"), std::runtime_error);
 }
+
+// copy_state_from copies values between modules of one structure and refuses any other
+// structure before copying anything.
+TEST(ModuleState, CopyStateFromSameStructureOnly) {
+  Generator a_gen(1), b_gen(2), c_gen(3);
+  nn::MLP a(5, {4, 3}, a_gen, {.batch_norm = true}), b(5, {4, 3}, b_gen, {.batch_norm = true});
+  nn::MLP other(5, {4, 2}, c_gen);
+  const std::vector<float> b_before = b.named_parameters().front().second.to_vector<float>();
+  EXPECT_THROW(b.copy_state_from(other), ShapeError);
+  EXPECT_EQ(b.named_parameters().front().second.to_vector<float>(), b_before);
+  b.requires_grad_(false);
+  b.copy_state_from(a);
+  for (size_t i = 0; i < a.named_parameters().size(); ++i) {
+    EXPECT_EQ(b.named_parameters()[i].second.to_vector<float>(),
+              a.named_parameters()[i].second.to_vector<float>());
+    EXPECT_FALSE(b.named_parameters()[i].second.requires_grad()) << "requires_grad is kept";
+  }
+  for (size_t i = 0; i < a.named_buffers().size(); ++i)
+    EXPECT_EQ(b.named_buffers()[i].second.to_vector<float>(),
+              a.named_buffers()[i].second.to_vector<float>());
+}
