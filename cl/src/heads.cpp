@@ -22,6 +22,13 @@ int64_t Heads::classes_before(int task) const {
   return total;
 }
 
+std::shared_ptr<Heads> Heads::copy_into(std::shared_ptr<Heads> empty) const {
+  for (int t = 1; t <= num_tasks(); ++t)
+    empty->setup_task(t, classes_[static_cast<size_t>(t - 1)]);
+  empty->copy_state_from(*this);
+  return empty;
+}
+
 void Heads::check_task(int task) const {
   if (task < 1 || task > num_tasks())
     throw ValueError("heads: no head for task " + std::to_string(task) + " (" +
@@ -53,11 +60,7 @@ Tensor HeadsTIL::forward(const Tensor& features, int task) {
 }
 
 std::shared_ptr<Heads> HeadsTIL::clone() const {
-  auto copy = std::make_shared<HeadsTIL>(input_dim_, seed_, device_);
-  for (int t = 1; t <= num_tasks(); ++t)
-    copy->setup_task(t, classes_[static_cast<size_t>(t - 1)]);
-  copy->copy_state_from(*this);
-  return copy;
+  return copy_into(std::make_shared<HeadsTIL>(input_dim_, seed_, device_));
 }
 
 void HeadsCIL::setup_task(int task, int64_t num_classes) {
@@ -82,11 +85,7 @@ Tensor HeadsCIL::forward(const Tensor& features, int task) {
 }
 
 std::shared_ptr<Heads> HeadsCIL::clone() const {
-  auto copy = std::make_shared<HeadsCIL>(input_dim_, seed_, device_);
-  for (int t = 1; t <= num_tasks(); ++t)
-    copy->setup_task(t, classes_[static_cast<size_t>(t - 1)]);
-  copy->copy_state_from(*this);
-  return copy;
+  return copy_into(std::make_shared<HeadsCIL>(input_dim_, seed_, device_));
 }
 
 }  // namespace clarena::cl

@@ -33,6 +33,8 @@ class Heads : public nn::Module {
   /// Task `task`'s head, new and on the device (ValueError unless `task` is the next task).
   std::shared_ptr<nn::Linear> new_head(int task, int64_t num_classes);
   void check_task(int task) const;
+  /// `empty` (new heads of this kind) given this one's tasks and values: what clone returns.
+  std::shared_ptr<Heads> copy_into(std::shared_ptr<Heads> empty) const;
 
   int64_t input_dim_;
   uint64_t seed_;
