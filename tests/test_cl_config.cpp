@@ -484,6 +484,11 @@ TEST(Config, HugeValuesRefused) {
     apply_override(c, "hidden_dims=[1048576]");
     validate(c);
   });
+  // LwF keeps a teacher copy, EWC a Fisher and θ* per task: the same backbone is too large there.
+  EXPECT_THAT(validate_error({"algorithm=lwf", "hidden_dims=[1048576]"}),
+              HasSubstr("with algorithm=lwf"));
+  EXPECT_THAT(validate_error({"algorithm=ewc", "hidden_dims=[1048576]"}),
+              HasSubstr("with algorithm=ewc"));
   EXPECT_THAT(validate_error({"num_tasks=20"}), HasSubstr("valid num_tasks: 1, 2, 5, 10"));
 }
 

@@ -578,10 +578,19 @@ double model_parameters(const ExperimentConfig& cfg) {
     backbone += in * static_cast<double>(h) + static_cast<double>(h);
     in = static_cast<double>(h);
   }
-  const double backbones = cfg.algorithm == Algorithm::Independent ? cfg.num_tasks : 1;
   const double classes = static_cast<double>(kClassesPerDataset) *
                          (cfg.benchmark == Benchmark::Permuted ? cfg.num_tasks : 1);
-  return backbone * backbones + classes * (in + 1);
+  const double heads = classes * (in + 1);
+  switch (cfg.algorithm) {
+    case Algorithm::Independent:  // a backbone per task
+      return backbone * cfg.num_tasks + heads;
+    case Algorithm::LwF:  // and the teacher, a copy of both
+      return 2 * (backbone + heads);
+    case Algorithm::EWC:  // and per task a Fisher and θ* of the backbone
+      return backbone * (1 + 2.0 * cfg.num_tasks) + heads;
+    default:
+      return backbone + heads;
+  }
 }
 
 }  // namespace
