@@ -3,6 +3,7 @@
 // when grad mode is on and some input requires grad.
 #pragma once
 
+#include <array>
 #include <vector>
 
 #include "clarena/core/tensor.h"
@@ -68,11 +69,32 @@ Tensor softmax(const Tensor& x, double temperature = 1.0);
 /// Mean over the batch of -log softmax(logits)[label]; logits [B, C], labels int64 [B].
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 
-/// Batch normalisation over the rows of [B, C], per column (PyTorch's BatchNorm1d).
-/// Training: batch statistics, updates running_mean/var in place; eval: running statistics.
+/// Batch normalisation per channel: over the rows of [B, C] (PyTorch's BatchNorm1d) or over
+/// N·H·W of [N, C, H, W] (BatchNorm2d). Training: batch statistics, updates
+/// running_mean/var in place (unbiased variance); eval: running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
                   double momentum = 0.1, double eps = 1e-5);
+
+// --- images, NCHW ----------------------------------------------------------------------
+using Pair = std::array<int64_t, 2>;  // (height, width)
+struct Conv2dOptions {
+  Pair stride{1, 1}, padding{0, 0}, dilation{1, 1};
+  int64_t groups = 1;
+};
+/// torch.nn.functional.conv2d: x [N, C_in, H, W], weight [C_out, C_in / groups, kH, kW],
+/// bias [C_out] or undefined; zero padding. The backward computes only what needs a gradient.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Conv2dOptions& options = {});
+/// Max pooling over kernel windows (stride {0, 0}: the kernel; padding counts as -inf); the
+/// gradient goes to the first maximum of each window, as PyTorch's does.
+Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride = {0, 0}, Pair padding = {0, 0});
+/// Average pooling, padding counted in the divisor (PyTorch's count_include_pad=True).
+Tensor avg_pool2d(const Tensor& x, Pair kernel, Pair stride = {0, 0}, Pair padding = {0, 0});
+/// Adaptive average pooling; output_size {1, 1} (the mean over H and W) is what is supported.
+Tensor adaptive_avg_pool2d(const Tensor& x, Pair output_size);
+/// Merges dimensions start_dim.. into one: [N, C, H, W] → [N, C·H·W] (a view, as reshape).
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);
 
 // --- not differentiable ----------------------------------------------------------------
 Tensor argmax(const Tensor& x, int64_t dim);  // int64, `dim` removed
