@@ -160,6 +160,21 @@ TEST_F(AlgorithmTest, MakeAlgorithmNames) {
   EXPECT_THROW(make_algorithm(cfg, 784), ConfigError);
 }
 
+// Batches keep their image shape for every backbone; the MLP flattens them without a node.
+TEST_F(AlgorithmTest, BatchesAreImagesAndTheMLPFlattensThem) {
+  Driver d(config("finetuning"));
+  d.setup(1);
+  const auto& idx = d.bench.indices(Stage::Train, 1);
+  Batch batch = d.bench.batch(Stage::Train, 1, std::span(idx).subspan(0, 5), Device::cpu());
+  EXPECT_EQ(batch.x.shape(), (Shape{5, 1, 28, 28}));
+  EXPECT_EQ(d.bench.image_shape(), (std::array<int64_t, 3>{1, 28, 28}));
+  EXPECT_FALSE(batch.x.requires_grad());
+  Tensor flat = batch.x.reshape({5, 784});
+  // The same logits from the image batch and from its flattened rows.
+  EXPECT_EQ(d.logits(batch.x, 1).to_vector<float>(), d.logits(flat, 1).to_vector<float>());
+  EXPECT_EQ(backbone_output_dim(d.cfg), 32);
+}
+
 // After task 1, Fix's backbone (parameters and batch-norm statistics) never changes again,
 // each new head learns, earlier heads stay put (TIL), and a step records only head + loss.
 TEST_P(FixTest, BackboneBitwiseFrozenAfterTask1) {

@@ -73,7 +73,7 @@ TEST(Config, DefaultsAreValid) {
   const ExperimentConfig c;
   EXPECT_NO_THROW(validate(c));
   const nlohmann::json j = to_json(c);
-  EXPECT_EQ(j.size(), 26u);
+  EXPECT_EQ(j.size(), 27u);
   EXPECT_EQ(j["experiment_name"], "split_fmnist");
   EXPECT_EQ(j["hidden_dims"], nlohmann::json({256, 256}));
   EXPECT_EQ(j["class_order"], nlohmann::json::array());
@@ -87,6 +87,7 @@ TEST(Config, DefaultsAreValid) {
   EXPECT_EQ(j["scenario"], "til");
   EXPECT_EQ(j["optimizer"], "sgd");
   EXPECT_EQ(j["device"], "cpu");
+  EXPECT_EQ(j["backbone"], "mlp");
   EXPECT_EQ(j["distillation_reg_factor"], 1.0);
   EXPECT_EQ(j["distillation_reg_temperature"], 2.0);
   EXPECT_EQ(j["parameter_change_reg_factor"], 1.0);
@@ -106,6 +107,30 @@ TEST(Config, EnumSpellings) {
   EXPECT_EQ(enum_values<Algorithm>().size(), 6u);
   EXPECT_EQ(enum_from_string<Algorithm>("LwF"), std::nullopt) << "config spellings only";
   EXPECT_EQ(enum_from_string<Dataset>("mnist"), Dataset::Mnist);
+}
+
+TEST(Config, BackboneKey) {
+  EXPECT_EQ(ExperimentConfig{}.backbone, BackboneKind::MLP);
+  EXPECT_EQ(to_string(BackboneKind::ResNet18), "resnet18");
+  for (BackboneKind b : enum_values<BackboneKind>())
+    EXPECT_EQ(enum_from_string<BackboneKind>(to_string(b)), b);
+  EXPECT_EQ(enum_values<BackboneKind>().size(), 3u);
+  ExperimentConfig c;
+  apply_override(c, "backbone=cnn");
+  EXPECT_EQ(c.backbone, BackboneKind::CNN);
+  EXPECT_NO_THROW(validate(c));
+  EXPECT_EQ(to_json(c)["backbone"], "cnn");
+  EXPECT_THAT(override_error("backbone=vgg"),
+              HasSubstr("config key `backbone`: unknown value `vgg`; valid choices: mlp, cnn, "
+                        "resnet18"));
+  c.backbone = static_cast<BackboneKind>(9);
+  EXPECT_THAT([&] { validate(c); },
+              ThrowsMessage<ConfigError>(HasSubstr("config key `backbone`: holds no valid value")));
+  EXPECT_THAT(settings_help(), HasSubstr("mlp | cnn | resnet18"));
+  // ResNet-18 per task for 1000 tasks is past the parameter cap: the message names the backbone.
+  EXPECT_THAT(validate_error({"backbone=resnet18", "benchmark=permuted", "num_tasks=1000",
+                              "algorithm=independent"}),
+              HasSubstr("config key `backbone`: resnet18 with algorithm=independent"));
 }
 
 TEST(Config, ConfigErrorIsAValueError) {

@@ -119,15 +119,41 @@ void Random::train_mode() {
 
 // --- from the config ------------------------------------------------------------------------
 
+int64_t backbone_output_dim(const ExperimentConfig& cfg) {
+  switch (cfg.backbone) {
+    case BackboneKind::MLP:
+      return cfg.hidden_dims.back();
+    case BackboneKind::CNN:
+    case BackboneKind::ResNet18:
+      break;
+  }
+  throw ConfigError("config key `backbone`: backbone=" + to_string(cfg.backbone) +
+                    " is not available in this build yet; use backbone=mlp");
+}
+
+std::shared_ptr<nn::Backbone> make_backbone(const ExperimentConfig& cfg, int64_t input_dim,
+                                            Generator& gen) {
+  std::shared_ptr<nn::Backbone> backbone;
+  switch (cfg.backbone) {
+    case BackboneKind::MLP:
+      backbone = std::make_shared<nn::MLP>(input_dim, cfg.hidden_dims, gen,
+                                           nn::MLPOptions{.batch_norm = cfg.batch_norm});
+      break;
+    case BackboneKind::CNN:
+    case BackboneKind::ResNet18:
+      backbone_output_dim(cfg);  // throws
+  }
+  backbone->to(cfg.device);
+  return backbone;
+}
+
 std::unique_ptr<CLAlgorithm> make_algorithm(const ExperimentConfig& cfg, int64_t input_dim) {
   const Device device = cfg.device;
-  BackboneFactory backbone = [cfg, input_dim, device](uint64_t stream) {
+  const int64_t features = backbone_output_dim(cfg);
+  BackboneFactory backbone = [cfg, input_dim](uint64_t stream) {
     constexpr uint64_t kBackboneStream = 2;  // Generator::derive stream of the backbones' draws
     Generator gen(Generator::derive(cfg.seed, kBackboneStream, stream));
-    auto mlp = std::make_shared<nn::MLP>(input_dim, cfg.hidden_dims, gen,
-                                         nn::MLPOptions{.batch_norm = cfg.batch_norm});
-    mlp->to(device);
-    return mlp;
+    return make_backbone(cfg, input_dim, gen);
   };
   OptimizerFactory optimizer =
       [cfg](const std::vector<Tensor>& params) -> std::unique_ptr<optim::Optimizer> {
@@ -138,7 +164,6 @@ std::unique_ptr<CLAlgorithm> make_algorithm(const ExperimentConfig& cfg, int64_t
         params, optim::SGDOptions{
                     .lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay});
   };
-  const int64_t features = cfg.hidden_dims.back();
   auto til_heads = [&] { return std::make_shared<HeadsTIL>(features, cfg.seed, device); };
   std::shared_ptr<Heads> heads;
   if (cfg.scenario == Scenario::TIL)

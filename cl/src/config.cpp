@@ -43,6 +43,8 @@ template <>
 struct convert<clarena::cl::OptimizerKind> : ConfigEnumConvert<clarena::cl::OptimizerKind> {};
 template <>
 struct convert<clarena::cl::Dataset> : ConfigEnumConvert<clarena::cl::Dataset> {};
+template <>
+struct convert<clarena::cl::BackboneKind> : ConfigEnumConvert<clarena::cl::BackboneKind> {};
 
 /// "cpu", "cuda" (device 0) or "cuda:N" (Device::parse's spellings) with N of 1 to 3 digits.
 template <>
@@ -74,6 +76,10 @@ constexpr int kMaxYamlDepth = 32;
 constexpr double kMaxParameters = double(int64_t{1} << 30);
 constexpr int64_t kNominalInputs = 28 * 28;  // MNIST-format images
 constexpr int64_t kClassesPerDataset = 10;
+// Parameters of the fixed conv backbones on 1-channel 28x28 images (tests/test_conv_modules.cpp
+// checks them against the modules).
+constexpr double kCnnParameters = 821984;
+constexpr double kResNet18Parameters = 11170240;
 
 template <typename T>
 using Member = T ExperimentConfig::*;
@@ -429,9 +435,14 @@ const std::vector<Field>& fields() {
       float_field("lr", &C::lr, 0.0, true, 10.0, false, "learning rate"),
       float_field("momentum", &C::momentum, 0.0, false, 1.0, true, "SGD momentum"),
       float_field("weight_decay", &C::weight_decay, 0.0, false, 1.0, false, "L2 weight decay"),
+      choice_field("backbone", &C::backbone,
+                   "mlp: CLArena's MLP (hidden_dims, batch_norm); cnn: 2 conv layers and a linear "
+                   "layer to 256 features; resnet18: ResNet-18 on 1 channel, 512 features"),
       list_field("hidden_dims", &C::hidden_dims, 1, 1 << 20, false, 64, "[256,128]",
-                 "MLP backbone hidden sizes"),
-      bool_field("batch_norm", &C::batch_norm, "batch norm after each hidden layer"),
+                 "MLP backbone hidden sizes (backbone=mlp only)"),
+      bool_field(
+          "batch_norm", &C::batch_norm,
+          "batch norm after each hidden layer (backbone=mlp only; cnn and resnet18 have it)"),
       float_field("val_fraction", &C::val_fraction, 0.0, false, 1.0, true,
                   "share of each task's training data held out for validation"),
       int_field<uint64_t>("seed", &C::seed, 0, std::numeric_limits<uint64_t>::max(),
@@ -574,9 +585,21 @@ std::string read_config_text(const fs::path& file) {
 double model_parameters(const ExperimentConfig& cfg) {
   double backbone = 0;
   double in = static_cast<double>(kNominalInputs);
-  for (int64_t h : cfg.hidden_dims) {
-    backbone += in * static_cast<double>(h) + static_cast<double>(h);
-    in = static_cast<double>(h);
+  switch (cfg.backbone) {
+    case BackboneKind::MLP:
+      for (int64_t h : cfg.hidden_dims) {
+        backbone += in * static_cast<double>(h) + static_cast<double>(h);
+        in = static_cast<double>(h);
+      }
+      break;
+    case BackboneKind::CNN:  // fixed layouts (nn/backbones.h; docs/algorithms.md)
+      backbone = kCnnParameters;
+      in = 256;
+      break;
+    case BackboneKind::ResNet18:
+      backbone = kResNet18Parameters;
+      in = 512;
+      break;
   }
   const double classes = static_cast<double>(kClassesPerDataset) *
                          (cfg.benchmark == Benchmark::Permuted ? cfg.num_tasks : 1);
@@ -604,6 +627,8 @@ constexpr Algorithm kAlgorithms[] = {Algorithm::Finetuning, Algorithm::Fix, Algo
                                      Algorithm::Random,     Algorithm::LwF, Algorithm::EWC};
 constexpr OptimizerKind kOptimizers[] = {OptimizerKind::SGD, OptimizerKind::Adam};
 constexpr Dataset kDatasets[] = {Dataset::FashionMnist, Dataset::Mnist};
+constexpr BackboneKind kBackbones[] = {BackboneKind::MLP, BackboneKind::CNN,
+                                       BackboneKind::ResNet18};
 }  // namespace
 
 template <>
@@ -625,6 +650,10 @@ std::span<const OptimizerKind> enum_values<OptimizerKind>() {
 template <>
 std::span<const Dataset> enum_values<Dataset>() {
   return kDatasets;
+}
+template <>
+std::span<const BackboneKind> enum_values<BackboneKind>() {
+  return kBackbones;
 }
 
 std::string to_string(Benchmark b) {
@@ -681,6 +710,18 @@ std::string to_string(Dataset d) {
       return "fashion_mnist";
     case Dataset::Mnist:
       return "mnist";
+  }
+  return "?";
+}
+
+std::string to_string(BackboneKind b) {
+  switch (b) {
+    case BackboneKind::MLP:
+      return "mlp";
+    case BackboneKind::CNN:
+      return "cnn";
+    case BackboneKind::ResNet18:
+      return "resnet18";
   }
   return "?";
 }
@@ -843,16 +884,19 @@ void validate(const ExperimentConfig& cfg) {
   if (parameters > kMaxParameters) {
     char count[32];
     std::snprintf(count, sizeof count, "%.3g", parameters);
-    std::string msg = "[";
-    for (size_t i = 0; i < cfg.hidden_dims.size(); ++i)
+    const bool mlp = cfg.backbone == BackboneKind::MLP;
+    std::string msg = mlp ? "[" : to_string(cfg.backbone);
+    for (size_t i = 0; mlp && i < cfg.hidden_dims.size(); ++i)
       msg.append(i ? "," : "").append(std::to_string(cfg.hidden_dims[i]));
-    msg.append("] with algorithm=").append(to_string(cfg.algorithm)).append(", benchmark=");
+    msg.append(mlp ? "] with algorithm=" : " with algorithm=")
+        .append(to_string(cfg.algorithm))
+        .append(", benchmark=");
     msg.append(to_string(cfg.benchmark))
         .append(", num_tasks=")
         .append(std::to_string(cfg.num_tasks));
     msg.append(" makes a model of about ").append(count).append(" parameters on 28x28 images; ");
     msg.append("at most ").append(std::to_string(static_cast<int64_t>(kMaxParameters)));
-    refuse("hidden_dims", msg.append(" (4 GiB of float32) are allowed"));
+    refuse(mlp ? "hidden_dims" : "backbone", msg.append(" (4 GiB of float32) are allowed"));
   }
 }
 

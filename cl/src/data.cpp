@@ -118,7 +118,7 @@ Batch CLBenchmark::batch(Stage stage, int task, std::span<const int64_t> which,
                          Device device) const {
   const IdxDataset& d = dataset(stage);
   const int64_t pixels = input_dim(), rows = static_cast<int64_t>(which.size());
-  Tensor x = Tensor::empty({rows, pixels});
+  Tensor x = Tensor::empty({rows, 1, train_.rows, train_.cols});  // NCHW, one channel
   Tensor y = Tensor::empty({rows}, DType::Int64);
   float* xp = x.data<float>();
   int64_t* yp = y.data<int64_t>();

@@ -108,11 +108,11 @@ Tensor MLP::activate(const Tensor& x) const {
 }
 
 Tensor MLP::forward(const Tensor& x) {
-  if (x.dim() != 2 || x.size(1) != input_dim_)
-    throw ShapeError("MLP: expected input [batch, " + std::to_string(input_dim_) + "], got " +
-                     shape_str(x.shape()));
+  Tensor h = x.dim() > 2 ? x.reshape({x.size(0), -1}) : x;
+  if (h.dim() != 2 || h.size(1) != input_dim_)
+    throw ShapeError("MLP: expected input [batch, " + std::to_string(input_dim_) +
+                     "] (or [batch, ...] of that many values), got " + shape_str(x.shape()));
   const bool fuse_relu = !options_.batch_norm && options_.activation == Activation::ReLU;
-  Tensor h = x;
   for (size_t i = 0; i < fc_.size(); ++i) {
     if (fuse_relu) {
       h = fc_[i]->forward_relu(h);

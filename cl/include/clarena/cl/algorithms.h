@@ -29,7 +29,7 @@ class CLModel : public nn::Module {
 using OptimizerFactory =
     std::function<std::unique_ptr<optim::Optimizer>(const std::vector<Tensor>& parameters)>;
 /// A new backbone, like the run's; `stream` picks its initial values.
-using BackboneFactory = std::function<std::shared_ptr<nn::MLP>(uint64_t stream)>;
+using BackboneFactory = std::function<std::shared_ptr<nn::Backbone>(uint64_t stream)>;
 /// Calls its argument on every training batch of the task just trained, in dataset order.
 using TrainBatches = std::function<void(const std::function<void(const Batch&)>&)>;
 
@@ -66,7 +66,7 @@ class CLAlgorithm {
   std::vector<Tensor> trainable_parameters() const;
 
   BackboneFactory make_backbone_;
-  std::shared_ptr<nn::MLP> backbone_;
+  std::shared_ptr<nn::Backbone> backbone_;
   std::shared_ptr<Heads> heads_;
   std::shared_ptr<CLModel> model_ = std::make_shared<CLModel>();
 
@@ -118,7 +118,7 @@ class Independent : public Finetuning {
  private:
   Scenario scenario_;
   std::shared_ptr<HeadsTIL> til_heads_;
-  std::vector<std::shared_ptr<nn::MLP>> per_task_;
+  std::vector<std::shared_ptr<nn::Backbone>> per_task_;
   std::shared_ptr<nn::Sequential> backbones_ = std::make_shared<nn::Sequential>();
 };
 
@@ -150,7 +150,7 @@ class LwF : public Finetuning {
   void on_task_end(const TrainBatches&) override;
   /// The distillation term of a batch of the current task (0-d; zero on task 1).
   Tensor distillation(const Tensor& x, const Tensor& features, const Tensor& logits);
-  nn::MLP& teacher_backbone() { return *teacher_backbone_; }
+  nn::Backbone& teacher_backbone() { return *teacher_backbone_; }
   Heads& teacher_heads() { return *teacher_heads_; }
 
  protected:
@@ -159,7 +159,7 @@ class LwF : public Finetuning {
  private:
   Scenario scenario_;
   Options options_;
-  std::shared_ptr<nn::MLP> teacher_backbone_;
+  std::shared_ptr<nn::Backbone> teacher_backbone_;
   std::shared_ptr<Heads> teacher_heads_;
   std::shared_ptr<CLModel> teacher_ = std::make_shared<CLModel>();
   Tensor features_;  // the backbone's output of the batch being trained on
@@ -189,7 +189,17 @@ class EWC : public Finetuning {
   std::shared_ptr<Anchors> anchors_;
 };
 
-/// The algorithm and networks cfg describes (cfg validated), for inputs of `input_dim`.
+/// The width of the features the backbone cfg describes: the heads' input width.
+int64_t backbone_output_dim(const ExperimentConfig& cfg);
+
+/// The backbone cfg describes (cfg.backbone), for 1-channel square images of `input_dim`
+/// pixels (the MLP takes any `input_dim`), initialised from `gen`, on cfg.device. Throws
+/// ConfigError when a convolutional backbone gets inputs that are no square image.
+std::shared_ptr<nn::Backbone> make_backbone(const ExperimentConfig& cfg, int64_t input_dim,
+                                            Generator& gen);
+
+/// The algorithm and networks cfg describes (cfg validated), for inputs of `input_dim`
+/// pixels (batches [B, 1, H, W] with H·W = input_dim).
 std::unique_ptr<CLAlgorithm> make_algorithm(const ExperimentConfig& cfg, int64_t input_dim);
 
 }  // namespace clarena::cl

@@ -34,12 +34,15 @@ enum class Scenario { TIL, CIL };
 enum class Algorithm { Finetuning, Fix, Independent, Random, LwF, EWC };
 enum class OptimizerKind { SGD, Adam };
 enum class Dataset { FashionMnist, Mnist };
+/// The backbone network: CLArena's MLP, a small convnet, or ResNet-18 (nn/backbones.h).
+enum class BackboneKind { MLP, CNN, ResNet18 };
 
 std::string to_string(Benchmark b);      // "split" | "permuted"
 std::string to_string(Scenario s);       // "til" | "cil"
 std::string to_string(Algorithm a);      // "finetuning" | "fix" | ... | "lwf" | "ewc"
 std::string to_string(OptimizerKind o);  // "sgd" | "adam"
 std::string to_string(Dataset d);        // "fashion_mnist" | "mnist"
+std::string to_string(BackboneKind b);   // "mlp" | "cnn" | "resnet18"
 /// The display name of an algorithm: "Finetuning", "Fix", "Independent", "Random", "LwF", "EWC".
 std::string algorithm_name(Algorithm a);
 
@@ -56,6 +59,8 @@ template <>
 std::span<const OptimizerKind> enum_values<OptimizerKind>();
 template <>
 std::span<const Dataset> enum_values<Dataset>();
+template <>
+std::span<const BackboneKind> enum_values<BackboneKind>();
 
 /// The value whose config spelling is exactly `text` ("lwf" -> Algorithm::LwF); nullopt when
 /// none is.
@@ -87,8 +92,9 @@ struct ExperimentConfig {
   double lr = 0.01;
   double momentum = 0.9;
   double weight_decay = 0.0;
-  std::vector<int64_t> hidden_dims = {256, 256};
-  bool batch_norm = false;
+  BackboneKind backbone = BackboneKind::MLP;
+  std::vector<int64_t> hidden_dims = {256, 256};  // MLP only
+  bool batch_norm = false;                        // MLP only
   double val_fraction = 0.1;
   uint64_t seed = 42;
   Device device = Device::cpu();           // config: cpu | cuda | cuda:N

@@ -17,7 +17,7 @@
 namespace clarena::cl {
 
 struct Batch {
-  Tensor x;  // float32 [B, pixels], normalised, on the run's device
+  Tensor x;  // float32 [B, 1, H, W] (one channel), normalised (and permuted), on the run's device
   Tensor y;  // int64 [B], training labels (TIL: within the task; CIL: global)
 };
 
@@ -34,6 +34,8 @@ class CLBenchmark {
 
   int num_tasks() const { return num_tasks_; }
   int64_t input_dim() const { return train_.rows * train_.cols; }
+  /// The shape of one image in a batch: {channels = 1, height, width}.
+  std::array<int64_t, 3> image_shape() const { return {1, train_.rows, train_.cols}; }
   /// Output width of task `task`'s head.
   int64_t num_classes(int task) const;
   /// Sample indices of a task in a stage (training set capped by max_train_samples_per_task).

@@ -63,14 +63,24 @@ struct MLPOptions {
   bool batch_norm = false;
 };
 
+/// A feature extractor in front of the CL heads (CLArena's CLBackbone): forward maps a batch
+/// [B, ...] to features [B, output_dim()].
+class Backbone : public Module {
+ public:
+  /// The width of the features forward returns, which the heads read.
+  virtual int64_t output_dim() const = 0;
+};
+
 /// CLArena's MLP backbone: every layer Linear → (BatchNorm1d) → activation, the last one
 /// included; the output width is the last hidden width. Parameters: fc.i.*, fc_bn.i.*.
-class MLP : public Module {
+/// Inputs of rank > 2 ([B, C, H, W] images) are flattened to [B, C·H·W] first, as CLArena's
+/// x.view(batch_size, -1); a reshape of an input that requires no grad records no node.
+class MLP : public Backbone {
  public:
   MLP(int64_t input_dim, std::vector<int64_t> hidden_dims, Generator& gen, MLPOptions options = {});
   Tensor forward(const Tensor& x) override;
   int64_t input_dim() const { return input_dim_; }
-  int64_t output_dim() const { return hidden_dims_.back(); }
+  int64_t output_dim() const override { return hidden_dims_.back(); }
 
  private:
   Tensor activate(const Tensor& x) const;
