@@ -121,6 +121,48 @@ void gemm_eigen(benchmark::State& state, GemmShape s) {
                                                  benchmark::Counter::kIsRate);
 }
 
+struct ConvShape {
+  const char* name;
+  int64_t batch, c_in, c_out, size, kernel, stride, padding;
+};
+
+/// The small CNN's and ResNet-18's convolutions on 28×28 inputs (batch 32).
+std::vector<ConvShape> conv_shapes() {
+  return {
+      {"cnn_1x32_28", 32, 1, 32, 28, 3, 1, 1},     {"cnn_32x64_14", 32, 32, 64, 14, 3, 1, 1},
+      {"r18_64x64_14", 32, 64, 64, 14, 3, 1, 1},   {"r18_64x128_s2", 32, 64, 128, 14, 3, 2, 1},
+      {"r18_64x64_7", 32, 64, 64, 7, 3, 1, 1},     {"r18_128x128_4", 32, 128, 128, 4, 3, 1, 1},
+      {"r18_256x256_2", 32, 256, 256, 2, 3, 1, 1}, {"r18_1x1_64x128", 32, 64, 128, 14, 1, 2, 0}};
+}
+
+/// conv2d (im2col + GEMM) forward alone, or forward and the full backward (dx, dW, db: three
+/// times the forward's FLOPs), in GFLOP/s of the convolution's arithmetic.
+void conv(benchmark::State& state, ConvShape s, Device device, bool backward) {
+  Backend& be = kernels::backend_for(device);
+  Tensor x = random({s.batch, s.c_in, s.size, s.size}, device, 1);
+  Tensor w = random({s.c_out, s.c_in, s.kernel, s.kernel}, device, 2);
+  Tensor b = random({s.c_out}, device, 3);
+  const Conv2dOptions o{{s.stride, s.stride}, {s.padding, s.padding}, {1, 1}, 1};
+  const int64_t out = (s.size + 2 * s.padding - s.kernel) / s.stride + 1;
+  x.requires_grad_(backward);
+  w.requires_grad_(backward);
+  b.requires_grad_(backward);
+  Tensor dy = random({s.batch, s.c_out, out, out}, device, 4);
+  timed(state, be, [&] {
+    Tensor y = conv2d(x, w, b, o);
+    if (backward) {
+      y.backward(dy);
+      x.zero_grad();
+      w.zero_grad();
+      b.zero_grad();
+    }
+  });
+  const double flops = 2.0 * static_cast<double>(s.batch * s.c_out * out * out) *
+                       static_cast<double>(s.c_in * s.kernel * s.kernel) * (backward ? 3 : 1);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+}
+
 /// A memory-bound kernel over n floats laid out [n / cols, cols], moving the bytes counted in
 /// `moved` (each input read once, each output written once).
 void streaming(benchmark::State& state, Device device, const std::string& kernel, int64_t cols) {
@@ -267,6 +309,13 @@ void register_all() {
               ("BM_Gemm/eigen/" + std::string(s.name) + "/" + std::to_string(batch)).c_str(),
               gemm_eigen, s)
               ->UseManualTime();
+      }
+    for (const ConvShape& s : conv_shapes())
+      for (bool backward : {false, true}) {
+        const std::string name = "BM_Conv/" + dev + "/" + s.name + (backward ? "/fwd_bwd" : "/fwd");
+        benchmark::RegisterBenchmark(name.c_str(), conv, s, device, backward)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
       }
     // 64M elements on the GPU (256 MB per buffer: far past the 60 MB L2), 4M on the CPU.
     const int64_t n = device.is_cpu() ? (int64_t(1) << 22) : (int64_t(1) << 26);

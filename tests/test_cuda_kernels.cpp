@@ -1592,6 +1592,75 @@ INSTANTIATE_TEST_SUITE_P(Sizes, Gemm,
                          ori_name);
 
 // ---------------------------------------------------------------------------------------------
+// im2col / col2im (conv2d). Both move or add the same values in the same order on the two
+// backends (col2im sums each image element's entries over (i, j) from 0), so they must agree
+// bitwise, float32 and float64.
+
+struct ConvGeo {
+  int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+class Im2col : public ::testing::TestWithParam<ConvGeo> {};
+
+std::string conv_geo_name(const ::testing::TestParamInfo<ConvGeo>& info) {
+  const ConvGeo& g = info.param;
+  std::string name = "c";
+  for (int64_t v : {g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw}) {
+    name += std::to_string(v);
+    name += "_";
+  }
+  name.pop_back();
+  return name;
+}
+
+template <typename T>
+void check_im2col_col2im(const ConvGeo& g) {
+  const int64_t oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  const int64_t ow = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  const int64_t image = g.c * g.h * g.w, cols = g.c * g.kh * g.kw * oh * ow;
+  const DType t = dtype_of<T>();
+  const auto x = random_vec<T>(image, seed_of(g.c, g.h, g.w));
+  std::vector<T> ref_cols(cols);
+  cpu().im2col(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, x.data(),
+               ref_cols.data());
+  DevBuf<T> dx(x), dcols(cols);
+  dcols.poison();
+  gpu().im2col(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, dx.get(),
+               dcols.get());
+  expect_equal(ref_cols, dcols.download(), "im2col");
+
+  const auto c = random_vec<T>(cols, seed_of(g.kh, g.sh, g.dh));
+  std::vector<T> ref_image(image);
+  cpu().col2im(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, c.data(),
+               ref_image.data());
+  dcols.upload(c);
+  dx.poison();  // col2im writes every element, those no column entry reaches included
+  gpu().col2im(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, dcols.get(),
+               dx.get());
+  expect_equal(ref_image, dx.download(), "col2im");
+}
+
+TEST_P(Im2col, MatchesCpuBitwise) {
+  SKIP_WITHOUT_GPU();
+  check_im2col_col2im<float>(GetParam());
+  check_im2col_col2im<double>(GetParam());
+}
+
+// ResNet-18's and the small CNN's shapes on 28×28 inputs, odd sizes, stride 2 with padding,
+// dilation 2, 1×1 kernels with stride 2 (image elements no entry reaches), asymmetric options.
+INSTANTIATE_TEST_SUITE_P(Shapes, Im2col,
+                         ::testing::Values(ConvGeo{1, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{64, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{64, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1},
+                                           ConvGeo{256, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{3, 7, 5, 3, 3, 1, 1, 2, 2, 2, 2},
+                                           ConvGeo{5, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},
+                                           ConvGeo{2, 6, 7, 2, 3, 2, 1, 0, 1, 1, 2},
+                                           ConvGeo{1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
+                                           ConvGeo{3, 300, 301, 5, 5, 3, 3, 2, 2, 1, 1}),
+                         conv_geo_name);
+
+// ---------------------------------------------------------------------------------------------
 // Float64: every kernel that has a float64 version, at a few sizes.
 
 TEST(CudaFloat64, KernelsMatchCpu) {

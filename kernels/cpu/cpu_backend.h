@@ -65,6 +65,14 @@ class CpuBackend final : public Backend {
                            const void* save_mean, const void* save_invstd, const void* dy, void* dx,
                            void* dgamma, void* dbeta) override;
 
+  // conv.cpp
+  void im2col(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
+              int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+              int64_t dilation_h, int64_t dilation_w, const void* image, void* columns) override;
+  void col2im(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
+              int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+              int64_t dilation_h, int64_t dilation_w, const void* columns, void* image) override;
+
   // optim.cpp
   void sgd_update(DType, int64_t n, void* param, const void* grad, void* momentum_buf,
                   const SGDParams&) override;

@@ -184,6 +184,23 @@ class Backend {
                                    const void* save_invstd, const void* dy, void* dx, void* dgamma,
                                    void* dbeta) = 0;
 
+  // --- convolution: im2col and its adjoint, over one [channels, height, width] image --------
+  /// columns is [channels * kernel_h * kernel_w, out_h * out_w]: row (c, i, j), column (y, x)
+  /// holds image[c, y * stride_h - pad_h + i * dilation_h, x * stride_w - pad_w + j * dilation_w],
+  /// 0 outside the image (zero padding), where out_h = (height + 2 pad_h - dilation_h (kernel_h
+  /// - 1) - 1) / stride_h + 1 (out_w likewise). The caller checks the sizes (out_h, out_w >= 1).
+  virtual void im2col(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
+                      int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* image,
+                      void* columns) = 0;
+  /// The adjoint of im2col: image[c, y, x] = the sum of the column entries im2col would take
+  /// from (c, y, x), 0 where there is none. Writes every element of image (no need to zero it);
+  /// each element's sum is taken in the order (i, j), on every backend (no atomics).
+  virtual void col2im(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
+                      int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* columns,
+                      void* image) = 0;
+
   // --- optimizers, fused over one parameter ----------------------------------------------
   /// momentum_buf may be null when momentum == 0.
   virtual void sgd_update(DType, int64_t n, void* param, const void* grad, void* momentum_buf,

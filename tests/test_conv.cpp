@@ -1,0 +1,300 @@
+// conv2d: forward against a direct convolution written here, float64 gradient checks over a
+// grid of shapes (batch 1, odd sizes, stride 2, padding, dilation 2, groups, 1×1 and 3×3
+// kernels), the requires-grad rule (a frozen weight computes and saves nothing for itself; all
+// frozen records no node), the same bits at 1 and 7 threads, and the typed errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "clarena/clarena.h"
+#include "gradcheck.h"
+
+using namespace clarena;
+
+namespace {
+
+constexpr DType f64 = DType::Float64;
+
+struct ConvCase {
+  const char* name;
+  int64_t n, c, h, w, c_out, kh, kw;
+  Pair stride, padding, dilation;
+  int64_t groups;
+};
+
+const std::vector<ConvCase> kCases = {
+    {"batch1_3x3", 1, 1, 5, 5, 2, 3, 3, {1, 1}, {0, 0}, {1, 1}, 1},
+    {"odd_pad1", 2, 3, 7, 6, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"stride2_pad1", 2, 3, 7, 7, 2, 3, 3, {2, 2}, {1, 1}, {1, 1}, 1},
+    {"dilation2_pad2", 1, 2, 9, 8, 3, 3, 3, {1, 1}, {2, 2}, {2, 2}, 1},
+    {"groups2_3x3", 2, 4, 5, 5, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 2},
+    {"groups2_1x1", 3, 4, 5, 4, 6, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
+    {"1x1_stride2", 2, 3, 6, 5, 5, 1, 1, {2, 2}, {0, 0}, {1, 1}, 1},
+    {"1x1_pad1", 1, 2, 3, 4, 3, 1, 1, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"asymmetric", 1, 2, 6, 7, 2, 2, 3, {2, 1}, {0, 1}, {1, 2}, 1},
+    {"depthwise", 2, 4, 4, 4, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 4},
+    {"stride2_even_crop", 1, 2, 8, 8, 3, 3, 3, {2, 2}, {0, 0}, {1, 1}, 1},
+};
+
+Conv2dOptions options_of(const ConvCase& k) {
+  return {k.stride, k.padding, k.dilation, k.groups};
+}
+
+/// The values of a float32 or float64 tensor, as double.
+std::vector<double> values(const Tensor& t) {
+  if (t.dtype() == f64) return t.to_vector<double>();
+  const std::vector<float> v = t.to_vector<float>();
+  return {v.begin(), v.end()};
+}
+
+Tensor randn(const Shape& shape, Generator& gen, DType t = f64) {
+  return Tensor::normal(shape, 0.0, 1.0, gen, t);
+}
+
+/// torch.nn.functional.conv2d by its definition, in double on the host.
+std::vector<double> naive_conv(const ConvCase& k, const std::vector<double>& x,
+                               const std::vector<double>& w, const std::vector<double>& b) {
+  const int64_t oh = (k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0] + 1;
+  const int64_t ow = (k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1] + 1;
+  const int64_t cin_g = k.c / k.groups, cout_g = k.c_out / k.groups;
+  std::vector<double> y(static_cast<size_t>(k.n * k.c_out * oh * ow));
+  for (int64_t n = 0; n < k.n; ++n)
+    for (int64_t o = 0; o < k.c_out; ++o)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          double s = b.empty() ? 0.0 : b[static_cast<size_t>(o)];
+          const int64_t group = o / cout_g;
+          for (int64_t ci = 0; ci < cin_g; ++ci)
+            for (int64_t i = 0; i < k.kh; ++i)
+              for (int64_t j = 0; j < k.kw; ++j) {
+                const int64_t iy = oy * k.stride[0] - k.padding[0] + i * k.dilation[0];
+                const int64_t ix = ox * k.stride[1] - k.padding[1] + j * k.dilation[1];
+                if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
+                const int64_t c = group * cin_g + ci;
+                s += x[static_cast<size_t>(((n * k.c + c) * k.h + iy) * k.w + ix)] *
+                     w[static_cast<size_t>(((o * cin_g + ci) * k.kh + i) * k.kw + j)];
+              }
+          y[static_cast<size_t>(((n * k.c_out + o) * oh + oy) * ow + ox)] = s;
+        }
+  return y;
+}
+
+void PrintTo(const ConvCase& k, std::ostream* os) {
+  *os << k.name;
+}
+
+class Conv : public ::testing::TestWithParam<ConvCase> {};
+
+std::string case_name(const ::testing::TestParamInfo<ConvCase>& info) {
+  return info.param.name;
+}
+
+struct Inputs {
+  Tensor x, w, b;
+};
+
+Inputs make_inputs(const ConvCase& k, uint64_t seed, DType t = f64) {
+  Generator gen(seed);
+  return {randn({k.n, k.c, k.h, k.w}, gen, t), randn({k.c_out, k.c / k.groups, k.kh, k.kw}, gen, t),
+          randn({k.c_out}, gen, t)};
+}
+
+TEST_P(Conv, ForwardMatchesDirectConvolution) {
+  const ConvCase& k = GetParam();
+  for (DType t : {DType::Float64, DType::Float32})
+    for (bool with_bias : {true, false}) {
+      const Inputs in = make_inputs(k, 7, t);
+      const Tensor b = with_bias ? in.b : Tensor();
+      const Tensor y = conv2d(in.x, in.w, b, options_of(k));
+      const std::vector<double> ref = naive_conv(k, values(in.x), values(in.w),
+                                                 with_bias ? values(in.b) : std::vector<double>());
+      const int64_t oh =
+          (k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0] + 1;
+      const int64_t ow =
+          (k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1] + 1;
+      ASSERT_EQ(y.shape(), (Shape{k.n, k.c_out, oh, ow}));
+      ASSERT_EQ(y.dtype(), t);
+      const std::vector<double> got = values(y);
+      const double tol = t == f64 ? 1e-12 : 1e-5;
+      for (size_t i = 0; i < ref.size(); ++i)
+        ASSERT_NEAR(got[i], ref[i], tol * (1 + std::abs(ref[i])))
+            << "element " << i << (with_bias ? " with bias" : " without bias") << " "
+            << dtype_name(t);
+    }
+}
+
+TEST_P(Conv, GradcheckAllInputs) {
+  const ConvCase& k = GetParam();
+  const Inputs in = make_inputs(k, 11);
+  const Conv2dOptions o = options_of(k);
+  auto f = [o](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], o); };
+  EXPECT_TRUE(gradcheck::check(f, {in.x, in.w, in.b}));
+}
+
+TEST_P(Conv, GradcheckOneInputAtATime) {
+  const ConvCase& k = GetParam();
+  const Inputs in = make_inputs(k, 13);
+  const Conv2dOptions o = options_of(k);
+  auto f = [o](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], o); };
+  EXPECT_TRUE(gradcheck::check(f, {in.x, in.w, in.b}, {true, false, false})) << "x only";
+  EXPECT_TRUE(gradcheck::check(f, {in.x, in.w, in.b}, {false, true, false})) << "weight only";
+  EXPECT_TRUE(gradcheck::check(f, {in.x, in.w, in.b}, {false, false, true})) << "bias only";
+  // Without a bias.
+  auto g = [o](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], Tensor(), o); };
+  EXPECT_TRUE(gradcheck::check(g, {in.x, in.w})) << "no bias";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Conv, ::testing::ValuesIn(kCases), case_name);
+
+// --- the requires-grad rule -----------------------------------------------------------------
+
+TEST(ConvFreeze, FrozenWeightSavesOnlyTheWeightAndGetsNoGradient) {
+  const ConvCase k = kCases[1];
+  Inputs in = make_inputs(k, 3);
+  in.x.requires_grad_(true);
+  const int64_t saved_before = autograd::stats().saved_bytes;
+  autograd::reset_stats();
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  EXPECT_EQ(autograd::stats().nodes_recorded, 1);
+  // The input gradient needs the weight; nothing needs the input itself.
+  EXPECT_EQ(autograd::stats().saved_bytes - saved_before, static_cast<int64_t>(in.w.nbytes()));
+  sum(y).backward();
+  EXPECT_TRUE(in.x.grad().defined());
+  EXPECT_FALSE(in.w.grad().defined());
+  EXPECT_FALSE(in.b.grad().defined());
+}
+
+TEST(ConvFreeze, FrozenInputSavesOnlyTheInput) {
+  const ConvCase k = kCases[1];
+  Inputs in = make_inputs(k, 4);
+  in.w.requires_grad_(true);
+  const int64_t saved_before = autograd::stats().saved_bytes;
+  Tensor y = conv2d(in.x, in.w, Tensor(), options_of(k));
+  EXPECT_EQ(autograd::stats().saved_bytes - saved_before, static_cast<int64_t>(in.x.nbytes()));
+  sum(y).backward();
+  EXPECT_FALSE(in.x.grad().defined());
+  EXPECT_TRUE(in.w.grad().defined());
+}
+
+TEST(ConvFreeze, AllFrozenRecordsNoNode) {
+  const ConvCase k = kCases[2];
+  const Inputs in = make_inputs(k, 5);
+  autograd::reset_stats();
+  const int64_t saved_before = autograd::stats().saved_bytes;
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  EXPECT_EQ(autograd::stats().nodes_recorded, 0);
+  EXPECT_EQ(autograd::stats().saved_bytes, saved_before);
+  EXPECT_FALSE(y.requires_grad());
+}
+
+TEST(ConvFreeze, NoGradModeRecordsNoNode) {
+  const ConvCase k = kCases[2];
+  Inputs in = make_inputs(k, 6);
+  in.x.requires_grad_(true);
+  in.w.requires_grad_(true);
+  autograd::reset_stats();
+  autograd::NoGradGuard guard;
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  EXPECT_EQ(autograd::stats().nodes_recorded, 0);
+  EXPECT_FALSE(y.requires_grad());
+}
+
+TEST(ConvEdge, EmptyBatchGivesEmptyOutputAndZeroWeightGradient) {
+  ConvCase k = kCases[1];
+  k.n = 0;
+  Inputs in = make_inputs(k, 8);
+  in.w.requires_grad_(true);
+  in.b.requires_grad_(true);
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  EXPECT_EQ(y.shape(), (Shape{0, 4, 7, 6}));
+  sum(y).backward();
+  for (double v : in.w.grad().to_vector<double>())
+    EXPECT_EQ(v, 0.0);
+  for (double v : in.b.grad().to_vector<double>())
+    EXPECT_EQ(v, 0.0);
+}
+
+// --- the same bits at any thread count ----------------------------------------------------
+
+/// Output, dx, dW and db of a float32 conv at `threads` threads, concatenated.
+std::vector<float> conv_run(int threads, const ConvCase& k) {
+  const int saved = num_threads();
+  set_num_threads(threads);
+  Inputs in = make_inputs(k, 21, DType::Float32);
+  in.x.requires_grad_(true);
+  in.w.requires_grad_(true);
+  in.b.requires_grad_(true);
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  Generator gen(22);
+  y.backward(Tensor::normal(y.shape(), 0.0, 1.0, gen, DType::Float32));
+  std::vector<float> all = y.to_vector<float>();
+  for (const Tensor& t : {in.x.grad(), in.w.grad(), in.b.grad()}) {
+    const std::vector<float> v = t.to_vector<float>();
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  set_num_threads(saved);
+  return all;
+}
+
+TEST(ConvThreads, BitwiseSameAtOneAndSevenThreads) {
+  // Large enough that the GEMMs and im2col/col2im are split into several tiles.
+  const std::vector<ConvCase> cases = {
+      {"wide", 4, 16, 28, 28, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"many_channels", 2, 64, 14, 14, 64, 3, 3, {2, 2}, {1, 1}, {1, 1}, 2},
+      {"pointwise", 2, 64, 7, 7, 128, 1, 1, {1, 1}, {0, 0}, {1, 1}, 1},
+  };
+  for (const ConvCase& k : cases) {
+    const std::vector<float> one = conv_run(1, k), seven = conv_run(7, k);
+    ASSERT_EQ(one.size(), seven.size());
+    EXPECT_EQ(0, std::memcmp(one.data(), seven.data(), one.size() * sizeof(float))) << k.name;
+  }
+}
+
+// --- errors -------------------------------------------------------------------------------
+
+TEST(ConvErrors, BadShapesAndOptionsThrowTypedErrors) {
+  Generator gen(9);
+  const Tensor x = randn({2, 4, 6, 6}, gen), w = randn({6, 4, 3, 3}, gen), b = randn({6}, gen);
+  auto opts = [](Pair s, Pair p, Pair d, int64_t g) { return Conv2dOptions{s, p, d, g}; };
+  EXPECT_THROW(conv2d(randn({4, 6, 6}, gen), w), ShapeError);     // rank 3 input
+  EXPECT_THROW(conv2d(x, randn({6, 4, 3}, gen)), ShapeError);     // rank 3 weight
+  EXPECT_THROW(conv2d(x, randn({6, 3, 3, 3}, gen)), ShapeError);  // channel mismatch
+  EXPECT_THROW(conv2d(x, w, randn({5}, gen)), ShapeError);        // bias size
+  EXPECT_THROW(conv2d(x, w, randn({1, 6}, gen)), ShapeError);     // bias rank
+  EXPECT_THROW(conv2d(x, randn({6, 4, 7, 7}, gen)), ShapeError);  // output < 1
+  EXPECT_THROW(conv2d(x, randn({6, 2, 3, 3}, gen), Tensor(), opts({1, 1}, {0, 0}, {1, 1}, 3)),
+               ShapeError);  // 4 input channels in 3 groups
+  EXPECT_THROW(conv2d(x, randn({5, 2, 3, 3}, gen), Tensor(), opts({1, 1}, {0, 0}, {1, 1}, 2)),
+               ShapeError);  // 5 output channels in 2 groups
+  EXPECT_THROW(conv2d(x, w, b, opts({1, 1}, {0, 0}, {3, 3}, 1)), ShapeError);  // dilated: 7 > 6
+  EXPECT_THROW(conv2d(x, w, b, opts({0, 1}, {0, 0}, {1, 1}, 1)), ValueError);
+  EXPECT_THROW(conv2d(x, w, b, opts({1, -1}, {0, 0}, {1, 1}, 1)), ValueError);
+  EXPECT_THROW(conv2d(x, w, b, opts({1, 1}, {0, 0}, {0, 1}, 1)), ValueError);
+  EXPECT_THROW(conv2d(x, w, b, opts({1, 1}, {-1, 0}, {1, 1}, 1)), ValueError);
+  EXPECT_THROW(conv2d(x, w, b, opts({1, 1}, {0, 0}, {1, 1}, 0)), ValueError);
+  EXPECT_THROW(conv2d(x, Tensor::zeros({6, 4, 3, 3}, DType::Float32)), DTypeError);
+  EXPECT_THROW(conv2d(x, w, Tensor::zeros({6}, DType::Float32)), DTypeError);
+  EXPECT_THROW(
+      conv2d(Tensor::zeros({2, 4, 6, 6}, DType::Int64), Tensor::zeros({6, 4, 3, 3}, DType::Int64)),
+      DTypeError);
+  // The message names both shapes.
+  try {
+    conv2d(x, randn({6, 3, 3, 3}, gen));
+    FAIL() << "no throw";
+  } catch (const ShapeError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("conv2d"), std::string::npos) << what;
+    EXPECT_NE(what.find("[2, 4, 6, 6]"), std::string::npos) << what;
+    EXPECT_NE(what.find("[6, 3, 3, 3]"), std::string::npos) << what;
+  }
+  // Valid edge: a kernel exactly as large as the padded image gives a 1×1 output.
+  EXPECT_EQ(conv2d(x, randn({6, 4, 8, 8}, gen), Tensor(), opts({1, 1}, {1, 1}, {1, 1}, 1)).shape(),
+            (Shape{2, 6, 1, 1}));
+}
+
+}  // namespace
