@@ -551,8 +551,9 @@ TEST_F(AlgorithmTest, EwcPenaltyZeroAtAnchorAndGradientMatchesFiniteDifferences)
   d.algo->model().zero_grad();
   penalty.backward();
   const double h = 1e-6;
-  for (const auto& [name, p] : params) {
-    SCOPED_TRACE(name);
+  for (const auto& named : params) {
+    const Tensor& p = named.second;  // a plain reference: lambdas below capture it
+    SCOPED_TRACE(named.first);
     const std::vector<double> grad = p.grad().to_vector<double>();
     for (int64_t i : {int64_t{0}, p.numel() / 2, p.numel() - 1}) {
       std::vector<double> values = p.to_vector<double>();
