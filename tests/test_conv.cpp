@@ -39,6 +39,11 @@ const std::vector<ConvCase> kCases = {
     {"asymmetric", 1, 2, 6, 7, 2, 2, 3, {2, 1}, {0, 1}, {1, 2}, 1},
     {"depthwise", 2, 4, 4, 4, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 4},
     {"stride2_even_crop", 1, 2, 8, 8, 3, 3, 3, {2, 2}, {0, 0}, {1, 1}, 1},
+    // Outputs under 256 pixels batch images into one GEMM (16 per GEMM here: 16 + 2), larger
+    // ones run one image per GEMM.
+    {"batched_remainder", 18, 2, 4, 4, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"batched_groups_1x1", 5, 4, 2, 3, 6, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
+    {"one_image_per_gemm", 2, 2, 17, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
 };
 
 Conv2dOptions options_of(const ConvCase& k) {
@@ -247,6 +252,8 @@ TEST(ConvThreads, BitwiseSameAtOneAndSevenThreads) {
       {"wide", 4, 16, 28, 28, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
       {"many_channels", 2, 64, 14, 14, 64, 3, 3, {2, 2}, {1, 1}, {1, 1}, 2},
       {"pointwise", 2, 64, 7, 7, 128, 1, 1, {1, 1}, {0, 0}, {1, 1}, 1},
+      {"batched", 32, 128, 4, 4, 128, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"batched_2x2", 32, 256, 2, 2, 256, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
   };
   for (const ConvCase& k : cases) {
     const std::vector<float> one = conv_run(1, k), seven = conv_run(7, k);

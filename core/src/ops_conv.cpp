@@ -8,9 +8,16 @@
 // weight only for dx. A 1×1 kernel with stride 1 and no padding uses the image as its own
 // columns (no im2col, and dx is written by the GEMM directly).
 //
-// Allocation: one columns buffer per call, shared by the images of the batch (a tensor, so on
-// the GPU it comes from the caching allocator and costs no cudaMalloc in steady state; on the
-// CPU it is one malloc per call, small next to the GEMMs).
+// Small outputs (fewer than 256 pixels) are batched: the columns of several images side by side
+// ([C_in·kH·kW, images·plane], gathered by strided copies), so that one GEMM per group covers
+// them all; the output goes back to NCHW by strided copies, and the backward's GEMMs likewise
+// take dY side by side.
+//
+// Allocation: per call, one columns buffer shared by the images of the batch, and when batched
+// the side-by-side columns and a [C_out, images·plane] matrix (tensors: on the GPU they come from
+// the caching allocator, no cudaMalloc in steady state; on the CPU a few mallocs per call, small
+// next to the GEMMs).
+#include <algorithm>
 #include <string>
 
 #include "clarena/core/ops.h"
@@ -34,6 +41,12 @@ struct ConvGeometry {
   int64_t cout_g() const { return c_out / groups; }
   int64_t k_g() const { return cin_g() * kh * kw; }  // rows of a group's columns
   int64_t plane() const { return oh * ow; }
+  /// Images per GEMM: small outputs (ResNet's 4×4 and 2×2 stages) are batched until a GEMM has
+  /// at least kBatchColumns columns. A function of the shape alone (determinism).
+  int64_t chunk() const {
+    constexpr int64_t kBatchColumns = 256;
+    return std::max<int64_t>(1, std::min<int64_t>(n, kBatchColumns / plane()));
+  }
   /// The image is its own columns matrix [C, H·W].
   bool direct() const {
     return kh == 1 && kw == 1 && stride[0] == 1 && stride[1] == 1 && padding[0] == 0 &&
@@ -128,6 +141,44 @@ Tensor columns_buffer(const ConvGeometry& g, const Tensor& like) {
                     : Tensor::empty({g.c * g.kh * g.kw, g.plane()}, like.dtype(), like.device());
 }
 
+/// The columns of images i0 .. i0 + count side by side: all [C·kH·kW, count·plane], image j at
+/// column j·plane (one im2col into `cols` per image, then a strided copy).
+void gather_columns(const ConvGeometry& g, const Tensor& x, int64_t i0, int64_t count,
+                    const Tensor& cols, const Tensor& all) {
+  const int64_t rows = g.c * g.kh * g.kw, ld = count * g.plane();
+  for (int64_t j = 0; j < count; ++j)
+    backend(x).copy_block(x.dtype(), rows, g.plane(), columns_of(g, x, i0 + j, cols), g.plane(),
+                          at(all, j * g.plane()), ld);
+}
+
+/// The adjoint of gather_columns: image j's block of `all` into dx (by col2im through `cols`, or
+/// a strided copy when the image is its own columns).
+void scatter_columns(const ConvGeometry& g, const Tensor& all, int64_t i0, int64_t count,
+                     const Tensor& cols, const Tensor& dx) {
+  const int64_t rows = g.c * g.kh * g.kw, ld = count * g.plane();
+  kernels::Backend& be = backend(dx);
+  for (int64_t j = 0; j < count; ++j) {
+    void* image = at(dx, (i0 + j) * g.c * g.h * g.w);
+    be.copy_block(dx.dtype(), rows, g.plane(), at(all, j * g.plane()), ld,
+                  g.direct() ? image : cols.raw(), g.plane());
+    if (!g.direct()) col2im(g, dx, cols.raw(), image);
+  }
+}
+
+/// Moves [C_out, plane] blocks between images of t (NCHW) and a [C_out, count·plane] matrix.
+void images_to_matrix(const ConvGeometry& g, const Tensor& t, int64_t i0, int64_t count,
+                      const Tensor& matrix, bool to_matrix) {
+  const int64_t plane = g.plane(), ld = count * plane;
+  for (int64_t j = 0; j < count; ++j) {
+    void* image = at(t, (i0 + j) * g.c_out * plane);
+    void* block = at(matrix, j * plane);
+    if (to_matrix)
+      backend(t).copy_block(t.dtype(), g.c_out, plane, image, plane, block, ld);
+    else
+      backend(t).copy_block(t.dtype(), g.c_out, plane, block, ld, image, plane);
+  }
+}
+
 std::vector<Tensor> conv2d_backward(Node& node, const Tensor& dy, const ConvGeometry& g,
                                     const Shape& x_shape, const Shape& w_shape) {
   const Tensor &x = node.saved(0), &w = node.saved(1);
@@ -139,24 +190,54 @@ std::vector<Tensor> conv2d_backward(Node& node, const Tensor& dy, const ConvGeom
   if (node.needs_grad(0)) {
     dx = Tensor::empty(x_shape, t, dy.device());
     Tensor dcols = columns_buffer(g, dy);
-    for (int64_t i = 0; i < g.n; ++i) {
-      void* target = g.direct() ? at(dx, i * image) : dcols.raw();
-      for (int64_t gi = 0; gi < g.groups; ++gi)
-        be.gemm(t, true, false, kg, plane, cog, 1.0, at(w, gi * cog * kg),
-                at(dy, i * out_image + gi * cog * plane), 0.0,
-                static_cast<char*>(target) + gi * kg * plane * itemsize(t));
-      if (!g.direct()) col2im(g, dy, dcols.raw(), at(dx, i * image));
+    const int64_t chunk = g.chunk();
+    if (chunk == 1) {
+      for (int64_t i = 0; i < g.n; ++i) {
+        void* target = g.direct() ? at(dx, i * image) : dcols.raw();
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, true, false, kg, plane, cog, 1.0, at(w, gi * cog * kg),
+                  at(dy, i * out_image + gi * cog * plane), 0.0,
+                  static_cast<char*>(target) + gi * kg * plane * itemsize(t));
+        if (!g.direct()) col2im(g, dy, dcols.raw(), at(dx, i * image));
+      }
+    } else {
+      // dcolumns_g = W_gᵀ · dY_g over `chunk` images per GEMM, then each image's block.
+      Tensor dy_all = Tensor::empty({g.c_out, chunk * plane}, t, dy.device());
+      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, dy.device());
+      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
+        images_to_matrix(g, dy, i0, count, dy_all, true);
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, true, false, kg, width, cog, 1.0, at(w, gi * cog * kg),
+                  at(dy_all, gi * cog * width), 0.0, at(all, gi * kg * width));
+        scatter_columns(g, all, i0, count, dcols, dx);
+      }
     }
   }
   if (node.needs_grad(1)) {
     dw = Tensor::empty(w_shape, t, dy.device());
     if (g.n == 0) be.fill(t, dw.numel(), 0.0, dw.raw());
     Tensor cols = columns_buffer(g, dy);
-    for (int64_t i = 0; i < g.n; ++i) {
-      const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
-      for (int64_t gi = 0; gi < g.groups; ++gi)
-        be.gemm(t, false, true, cog, kg, plane, 1.0, at(dy, i * out_image + gi * cog * plane),
-                c + gi * kg * plane * itemsize(t), i == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
+    const int64_t chunk = g.chunk();
+    if (chunk == 1) {
+      for (int64_t i = 0; i < g.n; ++i) {
+        const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, false, true, cog, kg, plane, 1.0, at(dy, i * out_image + gi * cog * plane),
+                  c + gi * kg * plane * itemsize(t), i == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
+      }
+    } else {
+      // dW_g += dY_g · columns_gᵀ over `chunk` images per GEMM (both side by side).
+      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, dy.device());
+      Tensor dy_all = Tensor::empty({g.c_out, chunk * plane}, t, dy.device());
+      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
+        gather_columns(g, x, i0, count, cols, all);
+        images_to_matrix(g, dy, i0, count, dy_all, true);
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, false, true, cog, kg, width, 1.0, at(dy_all, gi * cog * width),
+                  at(all, gi * kg * width), i0 == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
+      }
     }
   }
   if (node.needs_grad(2)) {
@@ -180,11 +261,26 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   Tensor y = Tensor::empty({g.n, g.c_out, g.oh, g.ow}, t, x.device());
   {
     Tensor cols = columns_buffer(g, x);
-    for (int64_t i = 0; i < g.n; ++i) {
-      const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
-      for (int64_t gi = 0; gi < g.groups; ++gi)
-        be.gemm(t, false, false, cog, plane, kg, 1.0, at(weight, gi * cog * kg),
-                c + gi * kg * plane * itemsize(t), 0.0, at(y, (i * g.c_out + gi * cog) * plane));
+    const int64_t chunk = g.chunk();
+    if (chunk == 1) {
+      for (int64_t i = 0; i < g.n; ++i) {
+        const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, false, false, cog, plane, kg, 1.0, at(weight, gi * cog * kg),
+                  c + gi * kg * plane * itemsize(t), 0.0, at(y, (i * g.c_out + gi * cog) * plane));
+      }
+    } else {
+      // Small outputs: `chunk` images per GEMM, [C_out, chunk·plane], then back to NCHW.
+      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, x.device());
+      Tensor y_all = Tensor::empty({g.c_out, chunk * plane}, t, x.device());
+      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
+        gather_columns(g, x, i0, count, cols, all);
+        for (int64_t gi = 0; gi < g.groups; ++gi)
+          be.gemm(t, false, false, cog, width, kg, 1.0, at(weight, gi * cog * kg),
+                  at(all, gi * kg * width), 0.0, at(y_all, gi * cog * width));
+        images_to_matrix(g, y, i0, count, y_all, false);
+      }
     }
   }
   if (bias.defined() && g.n > 0) {
