@@ -248,8 +248,8 @@ void streaming(benchmark::State& state, Device device, const std::string& kernel
     moved = 3 * f;  // the logits read by each, the gradient written
   } else if (kernel == "batch_norm_train") {
     body = [&] {
-      be.batch_norm_train(DType::Float32, rows, cols, x.raw(), nullptr, nullptr, 1e-5, 0.1, nullptr,
-                          nullptr, out.raw(), row.raw(), lse.raw());
+      be.batch_norm_train(DType::Float32, rows, cols, 1, x.raw(), nullptr, nullptr, 1e-5, 0.1,
+                          nullptr, nullptr, out.raw(), row.raw(), lse.raw());
     };
     moved = 2 * f;
   } else if (kernel == "sgd_momentum") {

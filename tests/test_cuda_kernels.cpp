@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -941,11 +942,12 @@ TEST_P(RowsCols, EqualAndCountEqual) {
   check_equal<float>(rows, cols);
 }
 
-/// BatchNorm train, eval and backward on `x` against the CPU (which works in double).
+/// BatchNorm train, eval and backward on `x` ([rows, cols, inner]) against the CPU (which works
+/// in double).
 template <typename T>
 void check_batch_norm_on(int64_t rows, int64_t cols, const std::vector<T>& x, double atol,
-                         double rtol, const std::string& what) {
-  const int64_t n = rows * cols;
+                         double rtol, const std::string& what, int64_t inner = 1) {
+  const int64_t n = rows * cols * inner;
   const auto gamma = random_vec<T>(cols, seed_of(rows, cols, 19), 0.5, 1.5);
   const auto beta = random_vec<T>(cols, seed_of(rows, cols, 20));
   const auto rm0 = random_vec<T>(cols, seed_of(rows, cols, 21));
@@ -953,14 +955,14 @@ void check_batch_norm_on(int64_t rows, int64_t cols, const std::vector<T>& x, do
   const double eps = 1e-5, momentum = 0.1;
 
   std::vector<T> y(n), mean(cols), invstd(cols), rm = rm0, rv = rv0;
-  cpu().batch_norm_train(dtype_of<T>(), rows, cols, x.data(), gamma.data(), beta.data(), eps,
+  cpu().batch_norm_train(dtype_of<T>(), rows, cols, inner, x.data(), gamma.data(), beta.data(), eps,
                          momentum, rm.data(), rv.data(), y.data(), mean.data(), invstd.data());
   DevBuf<T> dx(x), dg(gamma), db(beta), drm(rm0), drv(rv0), dy(n), dmean(cols), dinv(cols);
   dy.poison();
   dmean.poison();
   dinv.poison();
-  gpu().batch_norm_train(dtype_of<T>(), rows, cols, dx.get(), dg.get(), db.get(), eps, momentum,
-                         drm.get(), drv.get(), dy.get(), dmean.get(), dinv.get());
+  gpu().batch_norm_train(dtype_of<T>(), rows, cols, inner, dx.get(), dg.get(), db.get(), eps,
+                         momentum, drm.get(), drv.get(), dy.get(), dmean.get(), dinv.get());
   expect_close(y, dy.download(), atol, rtol, what + ": train y");
   expect_close(mean, dmean.download(), atol, rtol, what + ": save_mean");
   expect_close(invstd, dinv.download(), atol, rtol, what + ": save_invstd");
@@ -968,38 +970,38 @@ void check_batch_norm_on(int64_t rows, int64_t cols, const std::vector<T>& x, do
   expect_close(rv, drv.download(), atol, rtol, what + ": running_var");
 
   std::vector<T> ye(n);
-  cpu().batch_norm_eval(dtype_of<T>(), rows, cols, x.data(), gamma.data(), beta.data(), rm0.data(),
-                        rv0.data(), eps, ye.data());
+  cpu().batch_norm_eval(dtype_of<T>(), rows, cols, inner, x.data(), gamma.data(), beta.data(),
+                        rm0.data(), rv0.data(), eps, ye.data());
   DevBuf<T> drm0(rm0), drv0(rv0);
   dy.poison();
-  gpu().batch_norm_eval(dtype_of<T>(), rows, cols, dx.get(), dg.get(), db.get(), drm0.get(),
+  gpu().batch_norm_eval(dtype_of<T>(), rows, cols, inner, dx.get(), dg.get(), db.get(), drm0.get(),
                         drv0.get(), eps, dy.get());
   expect_close(ye, dy.download(), atol, rtol, what + ": eval");
 
   const auto g = random_vec<T>(n, seed_of(rows, cols, 23));
   std::vector<T> gx(n), ggamma(cols), gbeta(cols);
-  cpu().batch_norm_backward(dtype_of<T>(), rows, cols, x.data(), gamma.data(), mean.data(),
+  cpu().batch_norm_backward(dtype_of<T>(), rows, cols, inner, x.data(), gamma.data(), mean.data(),
                             invstd.data(), g.data(), gx.data(), ggamma.data(), gbeta.data());
   DevBuf<T> dgrad(g), dgx(n), dggamma(cols), dgbeta(cols), dm(mean), di(invstd);
   dgx.poison();
   dggamma.poison();
   dgbeta.poison();
-  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, dx.get(), dg.get(), dm.get(), di.get(),
-                            dgrad.get(), dgx.get(), dggamma.get(), dgbeta.get());
+  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, inner, dx.get(), dg.get(), dm.get(),
+                            di.get(), dgrad.get(), dgx.get(), dggamma.get(), dgbeta.get());
   // rows == 1 makes dx a difference of equal terms (~0): the absolute tolerance covers it.
-  const double sum_atol = atol * std::sqrt(static_cast<double>(rows));
+  const double sum_atol = atol * std::sqrt(static_cast<double>(rows * inner));
   expect_close(gx, dgx.download(), atol, 10 * rtol, what + ": backward dx");
   expect_close(ggamma, dggamma.download(), sum_atol, rtol, what + ": backward dgamma");
   expect_close(gbeta, dgbeta.download(), sum_atol, rtol, what + ": backward dbeta");
   // Optional outputs: null pointers are skipped, the others still written.
   dgx.poison();
-  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, dx.get(), dg.get(), dm.get(), di.get(),
-                            dgrad.get(), dgx.get(), nullptr, nullptr);
+  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, inner, dx.get(), dg.get(), dm.get(),
+                            di.get(), dgrad.get(), dgx.get(), nullptr, nullptr);
   expect_close(gx, dgx.download(), atol, 10 * rtol, what + ": backward dx only");
   dggamma.poison();
   dgbeta.poison();
-  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, dx.get(), dg.get(), dm.get(), di.get(),
-                            dgrad.get(), nullptr, dggamma.get(), dgbeta.get());
+  gpu().batch_norm_backward(dtype_of<T>(), rows, cols, inner, dx.get(), dg.get(), dm.get(),
+                            di.get(), dgrad.get(), nullptr, dggamma.get(), dgbeta.get());
   expect_close(ggamma, dggamma.download(), sum_atol, rtol, what + ": backward dgamma only");
   expect_close(gbeta, dgbeta.download(), sum_atol, rtol, what + ": backward dbeta only");
 }
@@ -1015,6 +1017,83 @@ TEST_P(RowsCols, BatchNorm) {
   SKIP_WITHOUT_GPU();
   const auto [rows, cols] = GetParam();
   check_batch_norm<float>(rows, cols);
+}
+
+// [N, C, H·W] (BatchNorm2d): the planar statistics kernels, including chunks of a long channel.
+TEST(CudaBatchNorm, FourDimensional) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 2},    {2, 3, 5},    {7, 16, 49},
+                                                      {32, 64, 64}, {4, 3, 3000}, {128, 8, 1025}};
+  for (const auto& [rows, cols, inner] : shapes) {
+    const std::string what = "batch_norm [" + std::to_string(rows) + ", " + std::to_string(cols) +
+                             ", " + std::to_string(inner) + "]";
+    const auto xf = random_vec<float>(rows * cols * inner, seed_of(rows, cols, 60 + inner), -2, 3);
+    check_batch_norm_on<float>(rows, cols, xf, 1e-5, 1e-5, what + " float", inner);
+    const auto xd = random_vec<double>(rows * cols * inner, seed_of(rows, cols, 61 + inner), -2, 3);
+    check_batch_norm_on<double>(rows, cols, xd, 1e-12, 1e-12, what + " double", inner);
+  }
+}
+
+/// Max and average pooling, forward and backward, against the CPU: bit for bit (the same
+/// arithmetic in the same order), indices included.
+template <typename T>
+void check_pool(const Pool2dShape& s, const std::string& what) {
+  const int64_t in = s.planes * s.height * s.width, out = s.planes * s.out_h * s.out_w;
+  const auto x = random_vec<T>(in, seed_of(in, out, 70));
+  const auto g = random_vec<T>(out, seed_of(in, out, 71));
+  const DType t = dtype_of<T>();
+  std::vector<T> y(out), dx(in);
+  std::vector<int64_t> idx(out);
+  DevBuf<T> dev_x(x), dev_g(g), dev_y(out), dev_dx(in);
+  DevBuf<int64_t> dev_idx(out);
+
+  cpu().max_pool2d_forward(t, s, x.data(), y.data(), idx.data());
+  dev_y.poison();
+  dev_idx.poison();
+  gpu().max_pool2d_forward(t, s, dev_x.get(), dev_y.get(), dev_idx.get());
+  expect_bitwise(y, dev_y.download(), what + ": max y");
+  EXPECT_EQ(idx, dev_idx.download()) << what << ": max indices";
+  cpu().max_pool2d_backward(t, s, idx.data(), g.data(), dx.data());
+  dev_dx.poison();
+  gpu().max_pool2d_backward(t, s, dev_idx.get(), dev_g.get(), dev_dx.get());
+  expect_bitwise(dx, dev_dx.download(), what + ": max dx");
+
+  cpu().avg_pool2d_forward(t, s, x.data(), y.data());
+  dev_y.poison();
+  gpu().avg_pool2d_forward(t, s, dev_x.get(), dev_y.get());
+  expect_bitwise(y, dev_y.download(), what + ": avg y");
+  cpu().avg_pool2d_backward(t, s, g.data(), dx.data());
+  dev_dx.poison();
+  gpu().avg_pool2d_backward(t, s, dev_g.get(), dev_dx.get());
+  expect_bitwise(dx, dev_dx.download(), what + ": avg dx");
+}
+
+TEST(CudaPool, MaxAndAvgMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  // planes, H, W, kernel, stride, padding: stride = kernel, overlapping, padded, gaps, odd sizes.
+  const std::vector<std::array<int64_t, 9>> cases = {
+      {1, 4, 4, 2, 2, 2, 2, 0, 0},  {6, 5, 7, 3, 3, 2, 2, 1, 1},     {2, 7, 5, 3, 2, 1, 2, 1, 0},
+      {3, 6, 6, 2, 3, 3, 1, 1, 1},  {512, 32, 32, 3, 3, 2, 2, 1, 1}, {64, 28, 28, 2, 2, 2, 2, 0, 0},
+      {8, 33, 17, 5, 4, 1, 3, 2, 2}};
+  for (const auto& c : cases) {
+    Pool2dShape s;
+    s.planes = c[0];
+    s.height = c[1];
+    s.width = c[2];
+    s.kernel_h = c[3];
+    s.kernel_w = c[4];
+    s.stride_h = c[5];
+    s.stride_w = c[6];
+    s.pad_h = c[7];
+    s.pad_w = c[8];
+    s.out_h = (s.height + 2 * s.pad_h - s.kernel_h) / s.stride_h + 1;
+    s.out_w = (s.width + 2 * s.pad_w - s.kernel_w) / s.stride_w + 1;
+    std::string what = "pool";
+    for (int64_t v : c)
+      what += " " + std::to_string(v);
+    check_pool<float>(s, what + " float");
+    check_pool<double>(s, what + " double");
+  }
 }
 
 template <typename T>
@@ -1398,7 +1477,7 @@ TEST(CudaEdgeCases, BitwiseSameResultsRunToRun) {
     const int64_t rows = 4096, cols = 256;
     DevBuf<float> x(random_vec<float>(rows * cols, 104)), y(rows * cols), m(cols), is(cols);
     auto [a, b] = twice([&] {
-      gpu().batch_norm_train(DType::Float32, rows, cols, x.get(), nullptr, nullptr, 1e-5, 0.1,
+      gpu().batch_norm_train(DType::Float32, rows, cols, 1, x.get(), nullptr, nullptr, 1e-5, 0.1,
                              nullptr, nullptr, y.get(), m.get(), is.get());
       auto out = y.download();
       auto s = is.download();

@@ -424,6 +424,65 @@ std::map<std::string, Case> cases() {
   };
   m["batch_norm_train"] = batch_norm_case(true);
   m["batch_norm_eval"] = batch_norm_case(false);
+  // [N, C, H, W]: statistics per channel over N·H·W (torch's BatchNorm2d).
+  m["batch_norm_4d"] = [](Env& e) {
+    for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{1, 4, 3, 3}, Shape{16, 8, 6, 6}})
+      for (bool training : {true, false}) {
+        Pair rm = uniform(e, {s[1]}, -0.5, 0.5), rv = uniform(e, {s[1]}, 0.5, 2);
+        std::vector<Pair> in = {leaf(normal(e, s, 2)), leaf(uniform(e, {s[1]}, 0.5, 2)),
+                                leaf(uniform(e, {s[1]}, -1, 1))};
+        const double momentum = 0.3, eps = 1e-4;
+        check_op(
+            e, training ? "batch_norm 4d train" : "batch_norm 4d eval", in,
+            [&](const std::vector<CT>& v) {
+              return clarena::batch_norm(v[0], v[1], v[2], rm.c, rv.c, training, momentum, eps);
+            },
+            [&](const std::vector<torch::Tensor>& v) {
+              return torch::batch_norm(v[0], v[1], v[2], rm.t, rv.t, training, momentum, eps,
+                                       false);
+            },
+            false);
+        expect_close(rm.c, rm.t, e.rtol, false, "4d running_mean");
+        expect_close(rv.c, rv.t, e.rtol, false, "4d running_var");
+      }
+  };
+  // Pooling: batch 1, odd sizes, stride != kernel, padding, overlapping windows.
+  m["pool2d"] = [](Env& e) {
+    struct G {
+      Shape shape;
+      int64_t kh, kw, sh, sw, ph, pw;
+    };
+    for (const G& g : {G{{1, 1, 4, 4}, 2, 2, 2, 2, 0, 0}, G{{2, 3, 9, 7}, 3, 3, 2, 2, 1, 1},
+                       G{{2, 2, 7, 5}, 3, 2, 1, 2, 1, 0}, G{{4, 8, 16, 16}, 2, 2, 2, 2, 1, 1}}) {
+      const clarena::Pair k{g.kh, g.kw}, s{g.sh, g.sw}, p{g.ph, g.pw};
+      std::vector<Pair> in = {leaf(normal(e, g.shape))};
+      check_op(
+          e, "max_pool2d", in,
+          [&](const std::vector<CT>& v) { return clarena::max_pool2d(v[0], k, s, p); },
+          [&](const std::vector<torch::Tensor>& v) {
+            return torch::max_pool2d(v[0], {g.kh, g.kw}, {g.sh, g.sw}, {g.ph, g.pw});
+          },
+          false);
+      in = {leaf(normal(e, g.shape))};
+      check_op(
+          e, "avg_pool2d", in,
+          [&](const std::vector<CT>& v) { return clarena::avg_pool2d(v[0], k, s, p); },
+          [&](const std::vector<torch::Tensor>& v) {
+            return torch::avg_pool2d(v[0], {g.kh, g.kw}, {g.sh, g.sw}, {g.ph, g.pw});
+          },
+          false);
+      in = {leaf(normal(e, g.shape))};
+      check_op(
+          e, "adaptive_avg_pool2d", in,
+          [&](const std::vector<CT>& v) {
+            return clarena::adaptive_avg_pool2d(v[0], {1, 1});
+          },
+          [&](const std::vector<torch::Tensor>& v) {
+            return torch::adaptive_avg_pool2d(v[0], {1, 1});
+          },
+          false);
+    }
+  };
   m["concat"] = [](Env& e) {
     for (auto [rows, cols] : kShapes)
       for (int64_t dim : {0, 1}) {

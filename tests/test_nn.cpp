@@ -390,14 +390,14 @@ TEST(BatchNormKernel, NullAffineAndRunningStatsMeanOneZeroAndUntracked) {
   std::vector<float> y_null(x.size()), y_full(x.size()), mean(cols), invstd(cols), rm(cols, 0),
       rv(cols, 1);
   auto& be = kernels::cpu_backend();
-  be.batch_norm_train(DType::Float32, rows, cols, x.data(), nullptr, nullptr, 1e-5, 0.1, nullptr,
+  be.batch_norm_train(DType::Float32, rows, cols, 1, x.data(), nullptr, nullptr, 1e-5, 0.1, nullptr,
                       nullptr, y_null.data(), mean.data(), invstd.data());
-  be.batch_norm_train(DType::Float32, rows, cols, x.data(), ones.data(), zeros.data(), 1e-5, 0.1,
+  be.batch_norm_train(DType::Float32, rows, cols, 1, x.data(), ones.data(), zeros.data(), 1e-5, 0.1,
                       rm.data(), rv.data(), y_full.data(), mean.data(), invstd.data());
   EXPECT_EQ(y_null, y_full);
-  be.batch_norm_eval(DType::Float32, rows, cols, x.data(), nullptr, nullptr, rm.data(), rv.data(),
-                     1e-5, y_null.data());
-  be.batch_norm_eval(DType::Float32, rows, cols, x.data(), ones.data(), zeros.data(), rm.data(),
+  be.batch_norm_eval(DType::Float32, rows, cols, 1, x.data(), nullptr, nullptr, rm.data(),
+                     rv.data(), 1e-5, y_null.data());
+  be.batch_norm_eval(DType::Float32, rows, cols, 1, x.data(), ones.data(), zeros.data(), rm.data(),
                      rv.data(), 1e-5, y_full.data());
   EXPECT_EQ(y_null, y_full);
 }

@@ -1,4 +1,6 @@
-// CPU kernels: Batch normalisation over the rows of [rows, cols]: training, eval, backward.
+// CPU kernels: Batch normalisation per column of [rows, cols, inner] (inner = 1 for [B, C],
+// H·W for [N, C, H, W]): training, eval, backward. Each column's sums run over r, then i, in
+// double; with inner = 1 the loops are exactly the 2-D ones.
 #include <cmath>
 #include <cstdint>
 
@@ -7,8 +9,8 @@
 
 namespace clarena::kernels::cpu {
 
-void CpuBackend::batch_norm_train(DType t, int64_t rows, int64_t cols, const void* x_,
-                                  const void* gamma_, const void* beta_, double eps,
+void CpuBackend::batch_norm_train(DType t, int64_t rows, int64_t cols, int64_t inner,
+                                  const void* x_, const void* gamma_, const void* beta_, double eps,
                                   double momentum, void* running_mean_, void* running_var_,
                                   void* y_, void* save_mean_, void* save_invstd_) {
   dispatch_float(t, "batch_norm", [&]<typename T>(T*) {
@@ -20,32 +22,38 @@ void CpuBackend::batch_norm_train(DType t, int64_t rows, int64_t cols, const voi
     T* y = CLARENA_TYPED(y_);
     T* save_mean = CLARENA_TYPED(save_mean_);
     T* save_invstd = CLARENA_TYPED(save_invstd_);
+    const int64_t count = rows * inner;
     for (int64_t c = 0; c < cols; ++c) {
       double mean = 0, sq = 0;
       for (int64_t r = 0; r < rows; ++r)
-        mean += x[r * cols + c];
-      mean /= static_cast<double>(rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        double d = x[r * cols + c] - mean;
-        sq += d * d;
-      }
-      double var = sq / static_cast<double>(rows);
+        for (int64_t i = 0; i < inner; ++i)
+          mean += x[(r * cols + c) * inner + i];
+      mean /= static_cast<double>(count);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < inner; ++i) {
+          double d = x[(r * cols + c) * inner + i] - mean;
+          sq += d * d;
+        }
+      double var = sq / static_cast<double>(count);
       double invstd = 1.0 / std::sqrt(var + eps);
       save_mean[c] = static_cast<T>(mean);
       save_invstd[c] = static_cast<T>(invstd);
-      double unbiased = rows > 1 ? sq / static_cast<double>(rows - 1) : var;
+      double unbiased = count > 1 ? sq / static_cast<double>(count - 1) : var;
       if (running_mean)
         running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
       if (running_var)
         running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
       const T g = gamma ? gamma[c] : T(1), b = beta ? beta[c] : T(0);
       for (int64_t r = 0; r < rows; ++r)
-        y[r * cols + c] = static_cast<T>((x[r * cols + c] - mean) * invstd * g + b);
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t k = (r * cols + c) * inner + i;
+          y[k] = static_cast<T>((x[k] - mean) * invstd * g + b);
+        }
     }
   });
 }
 
-void CpuBackend::batch_norm_eval(DType t, int64_t rows, int64_t cols, const void* x_,
+void CpuBackend::batch_norm_eval(DType t, int64_t rows, int64_t cols, int64_t inner, const void* x_,
                                  const void* gamma_, const void* beta_, const void* running_mean_,
                                  const void* running_var_, double eps, void* y_) {
   dispatch_float(t, "batch_norm", [&]<typename T>(T*) {
@@ -58,14 +66,17 @@ void CpuBackend::batch_norm_eval(DType t, int64_t rows, int64_t cols, const void
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) {
         T invstd = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps));
-        y[r * cols + c] = (x[r * cols + c] - running_mean[c]) * invstd * (gamma ? gamma[c] : T(1)) +
-                          (beta ? beta[c] : T(0));
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t k = (r * cols + c) * inner + i;
+          y[k] = (x[k] - running_mean[c]) * invstd * (gamma ? gamma[c] : T(1)) +
+                 (beta ? beta[c] : T(0));
+        }
       }
   });
 }
 
-void CpuBackend::batch_norm_backward(DType t, int64_t rows, int64_t cols, const void* x_,
-                                     const void* gamma_, const void* save_mean,
+void CpuBackend::batch_norm_backward(DType t, int64_t rows, int64_t cols, int64_t inner,
+                                     const void* x_, const void* gamma_, const void* save_mean,
                                      const void* save_invstd, const void* dy_, void* dx_,
                                      void* dgamma_, void* dbeta_) {
   dispatch_float(t, "batch_norm_backward", [&]<typename T>(T*) {
@@ -79,19 +90,24 @@ void CpuBackend::batch_norm_backward(DType t, int64_t rows, int64_t cols, const 
     T* dbeta = CLARENA_TYPED(dbeta_);
     for (int64_t c = 0; c < cols; ++c) {
       double sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        double xhat = (x[r * cols + c] - mean[c]) * invstd[c];
-        sum_dy += dy[r * cols + c];
-        sum_dy_xhat += dy[r * cols + c] * xhat;
-      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t j = (r * cols + c) * inner + i;
+          double xhat = (x[j] - mean[c]) * invstd[c];
+          sum_dy += dy[j];
+          sum_dy_xhat += dy[j] * xhat;
+        }
       if (dgamma) dgamma[c] = static_cast<T>(sum_dy_xhat);
       if (dbeta) dbeta[c] = static_cast<T>(sum_dy);
       if (!dx) continue;
-      const double n = static_cast<double>(rows), k = (gamma ? gamma[c] : T(1)) * invstd[c] / n;
-      for (int64_t r = 0; r < rows; ++r) {
-        double xhat = (x[r * cols + c] - mean[c]) * invstd[c];
-        dx[r * cols + c] = static_cast<T>(k * (n * dy[r * cols + c] - sum_dy - xhat * sum_dy_xhat));
-      }
+      const double n = static_cast<double>(rows * inner),
+                   k = (gamma ? gamma[c] : T(1)) * invstd[c] / n;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t j = (r * cols + c) * inner + i;
+          double xhat = (x[j] - mean[c]) * invstd[c];
+          dx[j] = static_cast<T>(k * (n * dy[j] - sum_dy - xhat * sum_dy_xhat));
+        }
     }
   });
 }

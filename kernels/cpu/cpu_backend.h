@@ -55,15 +55,24 @@ class CpuBackend final : public Backend {
                               void* dlogits) override;
 
   // batchnorm.cpp
-  void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                        const void* beta, double eps, double momentum, void* running_mean,
-                        void* running_var, void* y, void* save_mean, void* save_invstd) override;
-  void batch_norm_eval(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                       const void* beta, const void* running_mean, const void* running_var,
-                       double eps, void* y) override;
-  void batch_norm_backward(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                           const void* save_mean, const void* save_invstd, const void* dy, void* dx,
-                           void* dgamma, void* dbeta) override;
+  void batch_norm_train(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                        const void* gamma, const void* beta, double eps, double momentum,
+                        void* running_mean, void* running_var, void* y, void* save_mean,
+                        void* save_invstd) override;
+  void batch_norm_eval(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                       const void* gamma, const void* beta, const void* running_mean,
+                       const void* running_var, double eps, void* y) override;
+  void batch_norm_backward(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                           const void* gamma, const void* save_mean, const void* save_invstd,
+                           const void* dy, void* dx, void* dgamma, void* dbeta) override;
+
+  // pool.cpp
+  void max_pool2d_forward(DType, const Pool2dShape&, const void* x, void* y,
+                          int64_t* indices) override;
+  void max_pool2d_backward(DType, const Pool2dShape&, const int64_t* indices, const void* dy,
+                           void* dx) override;
+  void avg_pool2d_forward(DType, const Pool2dShape&, const void* x, void* y) override;
+  void avg_pool2d_backward(DType, const Pool2dShape&, const void* dy, void* dx) override;
 
   // conv.cpp
   void im2col(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,

@@ -49,6 +49,13 @@ struct AdamParams {
   const double* step = nullptr;
 };
 
+/// A pooling window over [planes, height, width] (NCHW: planes = N·C) giving
+/// [planes, out_h, out_w], out = (in + 2 * pad - kernel) / stride + 1; pad <= kernel / 2.
+struct Pool2dShape {
+  int64_t planes = 0, height = 0, width = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+
 /// A statistics counter that several threads may bump at once. Relaxed: it counts, it orders
 /// nothing. Copies are snapshots.
 class Counter {
@@ -168,19 +175,22 @@ class Backend {
   /// Number of i with a[i] == b[i], returned to the host.
   virtual int64_t count_equal(int64_t n, const int64_t* a, const int64_t* b) = 0;
 
-  // --- batch norm over the rows of [rows, cols], per column -------------------------------
+  // --- batch norm per column of [rows, cols, inner] -------------------------------------
+  /// x is [rows, cols, inner] (BatchNorm1d: [B, C] with inner 1; BatchNorm2d: [N, C, H·W]);
+  /// the statistics of column c are over its rows·inner values.
   /// Training mode: batch statistics; saves mean and 1/sqrt(var+eps) per column and updates
   /// the running statistics (unbiased variance) with the given momentum. gamma and beta may be
   /// null (1 and 0: no affine), running_mean/var null (not tracked), as torch's flags allow.
-  virtual void batch_norm_train(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                                const void* beta, double eps, double momentum, void* running_mean,
-                                void* running_var, void* y, void* save_mean, void* save_invstd) = 0;
-  virtual void batch_norm_eval(DType, int64_t rows, int64_t cols, const void* x, const void* gamma,
-                               const void* beta, const void* running_mean, const void* running_var,
-                               double eps, void* y) = 0;
+  virtual void batch_norm_train(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                                const void* gamma, const void* beta, double eps, double momentum,
+                                void* running_mean, void* running_var, void* y, void* save_mean,
+                                void* save_invstd) = 0;
+  virtual void batch_norm_eval(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                               const void* gamma, const void* beta, const void* running_mean,
+                               const void* running_var, double eps, void* y) = 0;
   /// Any of dx, dgamma, dbeta may be null when that gradient is not needed.
-  virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, const void* x,
-                                   const void* gamma, const void* save_mean,
+  virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, int64_t inner,
+                                   const void* x, const void* gamma, const void* save_mean,
                                    const void* save_invstd, const void* dy, void* dx, void* dgamma,
                                    void* dbeta) = 0;
 
@@ -200,6 +210,18 @@ class Backend {
                       int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                       int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* columns,
                       void* image) = 0;
+
+  // --- 2-D pooling over the planes of [planes, height, width] -----------------------------
+  /// Max pooling: y = the window's maximum (padding is -inf), indices = its position h * width + w
+  /// in the plane, the first maximum in row-major order (a NaN wins, as in torch).
+  virtual void max_pool2d_forward(DType, const Pool2dShape&, const void* x, void* y,
+                                  int64_t* indices) = 0;
+  /// dx = the sum of dy over the outputs whose index is that element (deterministic).
+  virtual void max_pool2d_backward(DType, const Pool2dShape&, const int64_t* indices,
+                                   const void* dy, void* dx) = 0;
+  /// Average pooling, the divisor counting padding (count_include_pad).
+  virtual void avg_pool2d_forward(DType, const Pool2dShape&, const void* x, void* y) = 0;
+  virtual void avg_pool2d_backward(DType, const Pool2dShape&, const void* dy, void* dx) = 0;
 
   // --- optimizers, fused over one parameter ----------------------------------------------
   /// momentum_buf may be null when momentum == 0.
