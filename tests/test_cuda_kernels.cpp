@@ -1089,8 +1089,10 @@ TEST(CudaPool, MaxAndAvgMatchTheCpu) {
     s.out_h = (s.height + 2 * s.pad_h - s.kernel_h) / s.stride_h + 1;
     s.out_w = (s.width + 2 * s.pad_w - s.kernel_w) / s.stride_w + 1;
     std::string what = "pool";
-    for (int64_t v : c)
-      what += " " + std::to_string(v);
+    for (int64_t v : c) {
+      what += ' ';  // not " " + std::string&&: GCC 12 warns falsely (-Wrestrict)
+      what += std::to_string(v);
+    }
     check_pool<float>(s, what + " float");
     check_pool<double>(s, what + " double");
   }
