@@ -30,6 +30,8 @@
 
 #include "../kernels/cuda/caching_allocator.h"
 #include "clarena/core/errors.h"
+#include "clarena/core/ops.h"
+#include "clarena/core/random.h"
 #include "clarena/core/runtime.h"
 #include "clarena/kernels/backend.h"
 #include "clarena/kernels/cuda_backend.h"
@@ -1740,6 +1742,52 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Im2col,
                                            ConvGeo{1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
                                            ConvGeo{3, 300, 301, 5, 5, 3, 3, 2, 2, 1, 1}),
                          conv_geo_name);
+
+/// conv2d as a whole on the GPU against the CPU: output and the three gradients, with one image
+/// per GEMM (28×28), images batched into one GEMM (4×4, 2×2, with a remainder), groups, stride,
+/// dilation and the 1×1 path.
+TEST(CudaConv2d, OpForwardAndBackwardMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  using clarena::Conv2dOptions;
+  using clarena::Tensor;
+  struct Case {
+    int64_t n, c, h, w, c_out, k, stride, pad, dilation, groups;
+  };
+  const clarena::Device gpu_device = clarena::Device::cuda(0), cpu_device = clarena::Device::cpu();
+  for (const Case& k : {Case{4, 3, 28, 28, 8, 3, 1, 1, 1, 1}, Case{18, 16, 4, 4, 32, 3, 1, 1, 1, 2},
+                        Case{33, 32, 2, 2, 16, 3, 1, 1, 1, 1}, Case{5, 4, 9, 9, 6, 3, 2, 2, 2, 2},
+                        Case{7, 8, 5, 5, 12, 1, 1, 0, 1, 4}}) {
+    const clarena::Shape xs{k.n, k.c, k.h, k.w}, ws{k.c_out, k.c / k.groups, k.k, k.k};
+    const auto x = random_vec<float>(clarena::shape_numel(xs), seed_of(k.n, k.c, 1));
+    const auto w = random_vec<float>(clarena::shape_numel(ws), seed_of(k.n, k.c, 2));
+    const auto b = random_vec<float>(k.c_out, seed_of(k.n, k.c, 3));
+    const Conv2dOptions o{{k.stride, k.stride}, {k.pad, k.pad}, {k.dilation, k.dilation}, k.groups};
+    std::vector<std::vector<float>> results[2];
+    for (int d = 0; d < 2; ++d) {
+      const clarena::Device dev = d == 0 ? cpu_device : gpu_device;
+      Tensor xd = Tensor::from_vector(x, xs, dev), wd = Tensor::from_vector(w, ws, dev);
+      Tensor bd = Tensor::from_vector(b, {k.c_out}, dev);
+      xd.requires_grad_(true);
+      wd.requires_grad_(true);
+      bd.requires_grad_(true);
+      Tensor y = clarena::conv2d(xd, wd, bd, o);
+      clarena::Generator gy(5);
+      y.backward(Tensor::normal(y.shape(), 0, 1, gy, DType::Float32, dev));
+      for (const Tensor& t : {y, xd.grad(), wd.grad(), bd.grad()})
+        results[d].push_back(t.to(cpu_device).to_vector<float>());
+    }
+    const char* names[] = {"y", "dx", "dw", "db"};
+    for (size_t i = 0; i < 4; ++i) {
+      std::string what = "conv2d ";  // appended piece by piece (GCC 12's false -Wrestrict)
+      what += names[i];
+      what += " n";
+      what += std::to_string(k.n);
+      what += " h";
+      what += std::to_string(k.h);
+      expect_close(results[0][i], results[1][i], 1e-3, 1e-3, what);
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Float64: every kernel that has a float64 version, at a few sizes.
