@@ -234,6 +234,42 @@ TEST_P(FixTest, BackboneBitwiseFrozenAfterTask1) {
 INSTANTIATE_TEST_SUITE_P(BatchNorm, FixTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "on" : "off"; });
 
+// Fix on the small CNN: the same contract as the MLP's. Task 1 trains every backbone tensor
+// (batch-norm statistics included); afterwards the backbone is bitwise frozen, a step records
+// only the head's linear and the loss, and no backbone activation is saved.
+TEST_F(AlgorithmTest, FixWithCnnBackboneFrozenAfterTask1) {
+  ExperimentConfig cfg = config("fix");
+  apply_override(cfg, "backbone=cnn");
+  cfg.num_tasks = 2;
+  cfg.epochs = 1;
+  cfg.max_train_samples_per_task = 64;
+  validate(cfg);
+  Driver d(cfg);
+  d.setup(1);
+  const Snapshot init = d.snap("backbone.");
+  ASSERT_EQ(init.count("backbone.conv1.weight"), 1u);
+  ASSERT_EQ(init.count("backbone.bn2.running_var"), 1u);
+  int64_t task1_saved = 0;
+  for (const StepStats& s : d.train()) {
+    EXPECT_GT(s.nodes, 10);
+    task1_saved = std::max(task1_saved, s.saved_bytes);
+  }
+  const Snapshot after_task1 = d.snap("backbone.");
+  expect_all_changed(after_task1, init, "task 1 (Fix trains its backbone there)");
+  d.setup(2);
+  const Snapshot head_init = d.snap(head(2));
+  const std::vector<StepStats> steps = d.train();
+  ASSERT_FALSE(steps.empty());
+  for (const StepStats& s : steps) {
+    EXPECT_EQ(s.nodes, 2) << "only the head's linear and the loss";
+    const int64_t b = s.samples, c = 2, f = 256;
+    EXPECT_LE(s.saved_bytes, 4 * b * f + 4 * (f * c + c) + 8 * b * c + 8 * b);
+    EXPECT_LT(s.saved_bytes, task1_saved);
+  }
+  expect_identical(d.snap("backbone."), after_task1, "after task 2");
+  expect_all_changed(d.snap(head(2)), head_init, "head 2");
+}
+
 // freeze_heads: nothing trains after task 1, not even the new heads.
 TEST_F(AlgorithmTest, FixFreezeHeadsStopsAllTraining) {
   ExperimentConfig cfg = config("fix");

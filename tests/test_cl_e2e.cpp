@@ -99,6 +99,24 @@ TEST_F(FashionMnist, LwfAndEwcShortSplitRun) {
   EXPECT_EQ(ewc.algorithm, "EWC");
 }
 
+TEST_F(FashionMnist, CnnBackboneShortSplitRun) {
+  ExperimentConfig cfg;
+  apply_override(cfg, "backbone=cnn");
+  cfg.epochs = 1;
+  cfg.max_train_samples_per_task = 500;
+  cfg.progress = false;
+  cfg.output_dir = (dir_.path() / "cnn").string();
+  validate(cfg);
+  const RunResult r = run_experiment(cfg, {});
+  ASSERT_EQ(r.accuracy.trained_tasks(), 5);
+  EXPECT_GT(r.accuracy.at(1, 1), 0.8) << "2-class task, chance is 0.5";
+  for (int t = 1; t <= 5; ++t)
+    EXPECT_GT(r.accuracy.at(t, t), 0.6) << "task " << t;
+  for (const auto& c : r.costs)
+    EXPECT_EQ(c.steps, 500 / 64 + 1) << "task " << c.task;
+  EXPECT_NE(read_file(r.output_dir / "config.yaml").find("backbone: \"cnn\""), std::string::npos);
+}
+
 TEST_F(FashionMnist, SameResultsAtAnyThreadCount) {
   // Finetuning on two tasks at 1, 2, 3, 7 and 16 threads: the same losses and accuracies to the
   // last bit (the engine's tiles depend on the shape, never on the thread count).

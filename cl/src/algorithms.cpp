@@ -1,6 +1,9 @@
 #include "clarena/cl/algorithms.h"
 
+#include <cmath>
+
 #include "clarena/core/ops.h"
+#include "clarena/nn/backbones.h"
 
 namespace clarena::cl {
 
@@ -124,11 +127,11 @@ int64_t backbone_output_dim(const ExperimentConfig& cfg) {
     case BackboneKind::MLP:
       return cfg.hidden_dims.back();
     case BackboneKind::CNN:
+      return nn::CNNOptions{}.output_dim;
     case BackboneKind::ResNet18:
-      break;
+      return 512;
   }
-  throw ConfigError("config key `backbone`: backbone=" + to_string(cfg.backbone) +
-                    " is not available in this build yet; use backbone=mlp");
+  throw ConfigError("config key `backbone`: unknown backbone");
 }
 
 std::shared_ptr<nn::Backbone> make_backbone(const ExperimentConfig& cfg, int64_t input_dim,
@@ -140,9 +143,21 @@ std::shared_ptr<nn::Backbone> make_backbone(const ExperimentConfig& cfg, int64_t
                                            nn::MLPOptions{.batch_norm = cfg.batch_norm});
       break;
     case BackboneKind::CNN:
-    case BackboneKind::ResNet18:
-      backbone_output_dim(cfg);  // throws
+    case BackboneKind::ResNet18: {
+      // 1-channel square images (MNIST-format IDX files hold one channel).
+      const auto side = static_cast<int64_t>(std::llround(std::sqrt(double(input_dim))));
+      if (side * side != input_dim || side < 4)
+        throw ConfigError("config key `backbone`: backbone=" + to_string(cfg.backbone) +
+                          " needs square images of at least 4x4 pixels, got " +
+                          std::to_string(input_dim) + " pixels");
+      if (cfg.backbone == BackboneKind::CNN)
+        backbone = std::make_shared<nn::CNN>(1, side, side, gen);
+      else
+        backbone = std::make_shared<nn::ResNet18>(1, gen);
+      break;
+    }
   }
+  if (!backbone) throw ConfigError("config key `backbone`: unknown backbone");
   backbone->to(cfg.device);
   return backbone;
 }

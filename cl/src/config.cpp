@@ -78,7 +78,7 @@ constexpr int64_t kNominalInputs = 28 * 28;  // MNIST-format images
 constexpr int64_t kClassesPerDataset = 10;
 // Parameters of the fixed conv backbones on 1-channel 28x28 images (tests/test_conv_modules.cpp
 // checks them against the modules).
-constexpr double kCnnParameters = 821984;
+constexpr double kCnnParameters = 406512;
 constexpr double kResNet18Parameters = 11170240;
 
 template <typename T>

@@ -8,6 +8,8 @@
 #include "clarena/core/random.h"
 #include "clarena/core/tensor.h"
 #include "clarena/core/threads.h"
+#include "clarena/nn/backbones.h"
+#include "clarena/nn/conv.h"
 #include "clarena/nn/layers.h"
 #include "clarena/nn/module.h"
 #include "clarena/nn/optim.h"
