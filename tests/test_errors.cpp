@@ -412,3 +412,21 @@ TEST(ModuleState, CopyStateFromSameStructureOnly) {
     EXPECT_EQ(b.named_buffers()[i].second.to_vector<float>(),
               a.named_buffers()[i].second.to_vector<float>());
 }
+
+// GCC 12.2 with -march=native (AVX-512) built a default Conv2dOptions passed by value with
+// padding {1, 0} (its SLP vectorizer; CMakeLists.txt turns that pass off for GCC < 12.3).
+namespace {
+[[gnu::noinline]] Conv2dOptions pass_by_value(Conv2dOptions options) {
+  return options;
+}
+}  // namespace
+
+TEST(Compiler, DefaultOptionStructsSurviveBeingPassedByValue) {
+  Conv2dOptions local;
+  for (const Conv2dOptions& o :
+       {pass_by_value(Conv2dOptions{}), pass_by_value(local), pass_by_value({.groups = 2})}) {
+    EXPECT_EQ(o.stride, (Pair{1, 1}));
+    EXPECT_EQ(o.padding, (Pair{0, 0}));
+    EXPECT_EQ(o.dilation, (Pair{1, 1}));
+  }
+}
