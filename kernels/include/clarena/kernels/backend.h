@@ -189,8 +189,8 @@ class Backend {
                                const void* gamma, const void* beta, const void* running_mean,
                                const void* running_var, double eps, void* y) = 0;
   /// Any of dx, dgamma, dbeta may be null when that gradient is not needed.
-  virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, int64_t inner,
-                                   const void* x, const void* gamma, const void* save_mean,
+  virtual void batch_norm_backward(DType, int64_t rows, int64_t cols, int64_t inner, const void* x,
+                                   const void* gamma, const void* save_mean,
                                    const void* save_invstd, const void* dy, void* dx, void* dgamma,
                                    void* dbeta) = 0;
 
