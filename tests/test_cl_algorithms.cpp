@@ -240,6 +240,7 @@ INSTANTIATE_TEST_SUITE_P(BatchNorm, FixTest, ::testing::Bool(),
 TEST_F(AlgorithmTest, FixWithCnnBackboneFrozenAfterTask1) {
   ExperimentConfig cfg = config("fix");
   apply_override(cfg, "backbone=cnn");
+  cfg.hidden_dims = ExperimentConfig().hidden_dims;  // an MLP key: the CNN refuses another value
   cfg.num_tasks = 2;
   cfg.epochs = 1;
   cfg.max_train_samples_per_task = 64;

@@ -509,6 +509,17 @@ TEST(Config, HugeValuesRefused) {
     apply_override(c, "hidden_dims=[1048576]");
     validate(c);
   });
+  // The MLP's keys are refused with a convolutional backbone rather than silently ignored.
+  EXPECT_THAT(validate_error({"backbone=cnn", "hidden_dims=[128]"}),
+              HasSubstr("config key `hidden_dims`: applies only to backbone=mlp"));
+  EXPECT_THAT(validate_error({"backbone=resnet18", "batch_norm=true"}),
+              HasSubstr("config key `batch_norm`: applies only to backbone=mlp"));
+  EXPECT_NO_THROW({
+    ExperimentConfig c;
+    apply_override(c, "backbone=cnn");
+    apply_override(c, "hidden_dims=[256,256]");  // the default, as configs/*.yaml write it
+    validate(c);
+  });
   // LwF keeps a teacher copy, EWC a Fisher and θ* per task: the same backbone is too large there.
   EXPECT_THAT(validate_error({"algorithm=lwf", "hidden_dims=[1048576]"}),
               HasSubstr("with algorithm=lwf"));

@@ -880,6 +880,17 @@ void validate(const ExperimentConfig& cfg) {
     refuse("class_order", "applies only to benchmark=split; leave it [] for benchmark=" +
                               to_string(cfg.benchmark));
   }
+  // The MLP's keys mean nothing to the fixed convolutional layouts: a value other than the
+  // default would be ignored without a word, so it is refused.
+  if (cfg.backbone != BackboneKind::MLP) {
+    const ExperimentConfig defaults;
+    if (cfg.hidden_dims != defaults.hidden_dims)
+      refuse("hidden_dims", "applies only to backbone=mlp; backbone=" + to_string(cfg.backbone) +
+                                " has a fixed layout (leave hidden_dims at its default)");
+    if (cfg.batch_norm != defaults.batch_norm)
+      refuse("batch_norm", "applies only to backbone=mlp; backbone=" + to_string(cfg.backbone) +
+                               " always has batch norm (leave batch_norm at its default)");
+  }
   const double parameters = model_parameters(cfg);
   if (parameters > kMaxParameters) {
     char count[32];
