@@ -95,33 +95,43 @@ float fma_chains(int64_t iters) {
 #if defined(__AVX512F__)
   const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
   __m512 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  for (int c = 0; c < kChains; ++c)
+    acc[c] = _mm512_set1_ps(static_cast<float>(c));
   for (int64_t i = 0; i < iters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
-  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+    for (int c = 0; c < kChains; ++c)
+      acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  for (int c = 1; c < kChains; ++c)
+    acc[0] = _mm512_add_ps(acc[0], acc[c]);
   // (Not _mm512_reduce_add_ps: GCC 12's header trips -Wuninitialized.)
   alignas(64) float out[16];
   _mm512_store_ps(out, acc[0]);
   float sum = 0;
-  for (float v : out) sum += v;
+  for (float v : out)
+    sum += v;
   return sum;
 #elif defined(__AVX2__) && defined(__FMA__)
   const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
   __m256 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
+  for (int c = 0; c < kChains; ++c)
+    acc[c] = _mm256_set1_ps(static_cast<float>(c));
   for (int64_t i = 0; i < iters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
-  for (int c = 1; c < kChains; ++c) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+    for (int c = 0; c < kChains; ++c)
+      acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+  for (int c = 1; c < kChains; ++c)
+    acc[0] = _mm256_add_ps(acc[0], acc[c]);
   alignas(32) float out[8];
   _mm256_store_ps(out, acc[0]);
   return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
 #else
   float acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = static_cast<float>(c);
+  for (int c = 0; c < kChains; ++c)
+    acc[c] = static_cast<float>(c);
   for (int64_t i = 0; i < iters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * 0.999999f + 1e-7f;
+    for (int c = 0; c < kChains; ++c)
+      acc[c] = acc[c] * 0.999999f + 1e-7f;
   float sum = 0;
-  for (float v : acc) sum += v;
+  for (float v : acc)
+    sum += v;
   return sum;
 #endif
 }
@@ -148,7 +158,8 @@ double measure_fma(int threads, int64_t iters) {
     const auto start = clock::now();
     for (int t = 0; t < threads; ++t)
       pool.emplace_back([&sink, t, iters] { sink[static_cast<size_t>(t)] = fma_chains(iters); });
-    for (std::thread& th : pool) th.join();
+    for (std::thread& th : pool)
+      th.join();
     const double s = std::chrono::duration<double>(clock::now() - start).count();
     benchmark::DoNotOptimize(sink.data());
     const double flops = 2.0 * kLanes * kChains * static_cast<double>(iters) * threads;
@@ -162,8 +173,7 @@ FmaPeak measure_fma_peak() {
   const int64_t probe = int64_t{1} << 20;
   const auto start = std::chrono::steady_clock::now();
   benchmark::DoNotOptimize(fma_chains(probe));
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t iters = std::max<int64_t>(probe, static_cast<int64_t>(probe * 0.2 / s));
   FmaPeak peak;
   peak.threads = std::max(1, num_threads());
@@ -176,10 +186,9 @@ FmaPeak measure_fma_peak() {
 /// benchmark divides by the time the same way it does for GFLOP/s).
 void set_peak_frac(benchmark::State& state, double flops_per_iter) {
   if (fma_peak().all > 0)
-    state.counters["peak_frac"] =
-        benchmark::Counter(flops_per_iter * static_cast<double>(state.iterations()) /
-                               fma_peak().all,
-                           benchmark::Counter::kIsRate);
+    state.counters["peak_frac"] = benchmark::Counter(
+        flops_per_iter * static_cast<double>(state.iterations()) / fma_peak().all,
+        benchmark::Counter::kIsRate);
 }
 
 Tensor random(const Shape& shape, Device device, uint64_t seed = 1) {
