@@ -1,9 +1,12 @@
 // conv2d: forward against a direct convolution written here, float64 gradient checks over a
 // grid of shapes (batch 1, odd sizes, stride 2, padding, dilation 2, groups, 1×1 and 3×3
-// kernels), the requires-grad rule (a frozen weight computes and saves nothing for itself; all
-// frozen records no node), the same bits at 1 and 7 threads, and the typed errors.
+// kernels), batches cut into several chunks (forward and gradients against the direct
+// convolution and its adjoint), the requires-grad rule (a frozen weight computes and saves
+// nothing for itself; all frozen records no node), the same bits at 1, 2, 3, 7 and 16 threads,
+// and the typed errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "clarena/clarena.h"
+#include "clarena/kernels/backend.h"
 #include "gradcheck.h"
 
 using namespace clarena;
@@ -39,11 +43,13 @@ const std::vector<ConvCase> kCases = {
     {"asymmetric", 1, 2, 6, 7, 2, 2, 3, {2, 1}, {0, 1}, {1, 2}, 1},
     {"depthwise", 2, 4, 4, 4, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 4},
     {"stride2_even_crop", 1, 2, 8, 8, 3, 3, 3, {2, 2}, {0, 0}, {1, 1}, 1},
-    // Outputs under 256 pixels batch images into one GEMM (16 per GEMM here: 16 + 2), larger
-    // ones run one image per GEMM.
-    {"batched_remainder", 18, 2, 4, 4, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    // Small planes: the batch is one chunk, one im2col and one GEMM per group over all the images
+    // (for a 1×1 kernel, x transposed to [C, N·H·W]); on the CPU a plane of 256 pixels or more
+    // is one image per chunk (17×16). Batches of several chunks are below (kChunkCases).
+    {"batched", 18, 2, 4, 4, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
     {"batched_groups_1x1", 5, 4, 2, 3, 6, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
-    {"one_image_per_gemm", 2, 2, 17, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"batched_groups_3x3", 3, 6, 5, 4, 9, 3, 3, {1, 1}, {1, 1}, {1, 1}, 3},
+    {"two_images_large_plane", 2, 2, 17, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
 };
 
 Conv2dOptions options_of(const ConvCase& k) {
@@ -61,11 +67,18 @@ Tensor randn(const Shape& shape, Generator& gen, DType t = f64) {
   return Tensor::normal(shape, 0.0, 1.0, gen, t);
 }
 
+/// The output height and width.
+int64_t out_h(const ConvCase& k) {
+  return (k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0] + 1;
+}
+int64_t out_w(const ConvCase& k) {
+  return (k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1] + 1;
+}
+
 /// torch.nn.functional.conv2d by its definition, in double on the host.
 std::vector<double> naive_conv(const ConvCase& k, const std::vector<double>& x,
                                const std::vector<double>& w, const std::vector<double>& b) {
-  const int64_t oh = (k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0] + 1;
-  const int64_t ow = (k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1] + 1;
+  const int64_t oh = out_h(k), ow = out_w(k);
   const int64_t cin_g = k.c / k.groups, cout_g = k.c_out / k.groups;
   std::vector<double> y(static_cast<size_t>(k.n * k.c_out * oh * ow));
   for (int64_t n = 0; n < k.n; ++n)
@@ -87,6 +100,39 @@ std::vector<double> naive_conv(const ConvCase& k, const std::vector<double>& x,
           y[static_cast<size_t>(((n * k.c_out + o) * oh + oy) * ow + ox)] = s;
         }
   return y;
+}
+
+/// The gradients of naive_conv for an output gradient dy: dx, dW and db by their definition.
+struct NaiveGrads {
+  std::vector<double> dx, dw, db;
+};
+NaiveGrads naive_conv_backward(const ConvCase& k, const std::vector<double>& x,
+                               const std::vector<double>& w, const std::vector<double>& dy) {
+  const int64_t oh = out_h(k), ow = out_w(k);
+  const int64_t cin_g = k.c / k.groups, cout_g = k.c_out / k.groups;
+  NaiveGrads g{std::vector<double>(x.size()), std::vector<double>(w.size()),
+               std::vector<double>(static_cast<size_t>(k.c_out))};
+  for (int64_t n = 0; n < k.n; ++n)
+    for (int64_t o = 0; o < k.c_out; ++o)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const double d = dy[static_cast<size_t>(((n * k.c_out + o) * oh + oy) * ow + ox)];
+          g.db[static_cast<size_t>(o)] += d;
+          const int64_t group = o / cout_g;
+          for (int64_t ci = 0; ci < cin_g; ++ci)
+            for (int64_t i = 0; i < k.kh; ++i)
+              for (int64_t j = 0; j < k.kw; ++j) {
+                const int64_t iy = oy * k.stride[0] - k.padding[0] + i * k.dilation[0];
+                const int64_t ix = ox * k.stride[1] - k.padding[1] + j * k.dilation[1];
+                if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
+                const int64_t c = group * cin_g + ci;
+                const auto xi = static_cast<size_t>(((n * k.c + c) * k.h + iy) * k.w + ix);
+                const auto wi = static_cast<size_t>(((o * cin_g + ci) * k.kh + i) * k.kw + j);
+                g.dx[xi] += d * w[wi];
+                g.dw[wi] += d * x[xi];
+              }
+        }
+  return g;
 }
 
 void PrintTo(const ConvCase& k, std::ostream* os) {
@@ -118,11 +164,7 @@ TEST_P(Conv, ForwardMatchesDirectConvolution) {
       const Tensor y = conv2d(in.x, in.w, b, options_of(k));
       const std::vector<double> ref = naive_conv(k, values(in.x), values(in.w),
                                                  with_bias ? values(in.b) : std::vector<double>());
-      const int64_t oh =
-          (k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0] + 1;
-      const int64_t ow =
-          (k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1] + 1;
-      ASSERT_EQ(y.shape(), (Shape{k.n, k.c_out, oh, ow}));
+      ASSERT_EQ(y.shape(), (Shape{k.n, k.c_out, out_h(k), out_w(k)}));
       ASSERT_EQ(y.dtype(), t);
       const std::vector<double> got = values(y);
       const double tol = t == f64 ? 1e-12 : 1e-5;
@@ -155,6 +197,91 @@ TEST_P(Conv, GradcheckOneInputAtATime) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv, ::testing::ValuesIn(kCases), case_name);
+
+// --- batches of several chunks ----------------------------------------------------------------
+
+// conv2d cuts the batch into chunks (core/src/ops_conv.cpp, ConvGeometry::chunk). On the CPU: as
+// many images as keep the columns [C·kH·kW, images·H_out·W_out] within 2^18 = 262,144 elements,
+// and one image per chunk for planes of 256 pixels or more. These shapes need several chunks,
+// most with a shorter last one (too large for a gradient check: the forward and the three
+// gradients are checked against the direct convolution and its adjoint).
+struct ChunkCase {
+  ConvCase k;
+  int64_t chunk;  // images per chunk by the rule above
+};
+
+const std::vector<ChunkCase> kChunkCases = {
+    // 576 rows × 64 pixels = 36,864 per image: chunks of 7, 7 + 7 + 1.
+    {{"chunks_7_7_1", 15, 64, 8, 8, 8, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1}, 7},
+    // 1200 × 36 = 43,200: chunks of 6, 6 + 3, three groups.
+    {{"chunks_groups_6_3", 9, 48, 6, 6, 6, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3}, 6},
+    // 288 × 49 = 14,112, stride 2: chunks of 18, 18 + 2.
+    {{"chunks_stride2_18_2", 20, 32, 14, 14, 4, 3, 3, {2, 2}, {1, 1}, {1, 1}, 1}, 18},
+    // 2520 × 24 = 60,480, dilated asymmetric 3×2 kernel: chunks of 4, 4 + 4 + 2.
+    {{"chunks_dilated_4_4_2", 10, 420, 7, 9, 5, 3, 2, {2, 1}, {1, 0}, {2, 1}, 1}, 4},
+    // 1×1, stride 1 (x transposed, no im2col): 256 × 25 = 6,400: chunks of 40, 40 + 1.
+    {{"chunks_1x1_groups_40_1", 41, 256, 5, 5, 4, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2}, 40},
+    // A 16×16 plane (256 pixels): one image per chunk.
+    {{"wide_plane_1_1_1", 3, 2, 16, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1}, 1},
+};
+
+void PrintTo(const ChunkCase& c, std::ostream* os) {
+  *os << c.k.name;
+}
+
+class ConvChunks : public ::testing::TestWithParam<ChunkCase> {};
+
+std::string chunk_case_name(const ::testing::TestParamInfo<ChunkCase>& info) {
+  return info.param.k.name;
+}
+
+TEST_P(ConvChunks, ForwardAndGradientsMatchDirectConvolution) {
+  const ConvCase& k = GetParam().k;
+  Inputs in = make_inputs(k, 31);
+  in.x.requires_grad_(true);
+  in.w.requires_grad_(true);
+  in.b.requires_grad_(true);
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  ASSERT_EQ(y.shape(), (Shape{k.n, k.c_out, out_h(k), out_w(k)}));
+  Generator gen(32);
+  const Tensor dy = randn(y.shape(), gen);
+  y.backward(dy);
+  const std::vector<double> x = values(in.x), w = values(in.w);
+  const std::vector<double> y_ref = naive_conv(k, x, w, values(in.b));
+  const NaiveGrads ref = naive_conv_backward(k, x, w, values(dy));
+  // Sums of up to C·kH·kW (y, dx) or N·H_out·W_out (dW, db) products of values ~1: the
+  // tolerance scales with the largest reference value.
+  auto expect_close = [](const char* what, const std::vector<double>& got,
+                         const std::vector<double>& want) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double scale = 1;
+    for (double v : want)
+      scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-12 * scale) << what << " element " << i;
+  };
+  expect_close("y", values(y), y_ref);
+  expect_close("dx", values(in.x.grad()), ref.dx);
+  expect_close("dw", values(in.w.grad()), ref.dw);
+  expect_close("db", values(in.b.grad()), ref.db);
+}
+
+TEST_P(ConvChunks, OneGemmPerChunkAndGroup) {
+  const ConvCase& k = GetParam().k;
+  const int64_t chunks = (k.n + GetParam().chunk - 1) / GetParam().chunk;
+  Inputs in = make_inputs(k, 33, DType::Float32);
+  in.x.requires_grad_(true);
+  in.w.requires_grad_(true);
+  kernels::Counter& gemms = kernels::cpu_backend().stats().gemm_calls;
+  const int64_t before = gemms;
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  EXPECT_EQ(gemms - before, chunks * k.groups) << "forward";
+  const int64_t before_backward = gemms;
+  sum(y).backward();
+  EXPECT_EQ(gemms - before_backward, 2 * chunks * k.groups) << "dW and dx";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvChunks, ::testing::ValuesIn(kChunkCases), chunk_case_name);
 
 // --- the requires-grad rule -----------------------------------------------------------------
 
@@ -246,21 +373,29 @@ std::vector<float> conv_run(int threads, const ConvCase& k) {
   return all;
 }
 
-TEST(ConvThreads, BitwiseSameAtOneAndSevenThreads) {
-  // Large enough that the GEMMs and im2col/col2im are split into several tiles.
+class ConvThreads : public ::testing::TestWithParam<int> {};
+
+TEST_P(ConvThreads, BitwiseSameAsOneThread) {
+  // Large enough that the GEMMs, im2col/col2im and the transposes are split into several tiles;
+  // the last three take several chunks (see kChunkCases), "wide" one image per chunk.
   const std::vector<ConvCase> cases = {
       {"wide", 4, 16, 28, 28, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
       {"many_channels", 2, 64, 14, 14, 64, 3, 3, {2, 2}, {1, 1}, {1, 1}, 2},
       {"pointwise", 2, 64, 7, 7, 128, 1, 1, {1, 1}, {0, 0}, {1, 1}, 1},
       {"batched", 32, 128, 4, 4, 128, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
       {"batched_2x2", 32, 256, 2, 2, 256, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"chunks_7_7_1", 15, 64, 8, 8, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"chunks_groups_6_3", 9, 48, 6, 6, 12, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3},
+      {"chunks_1x1_40_1", 41, 256, 5, 5, 64, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
   };
   for (const ConvCase& k : cases) {
-    const std::vector<float> one = conv_run(1, k), seven = conv_run(7, k);
-    ASSERT_EQ(one.size(), seven.size());
-    EXPECT_EQ(0, std::memcmp(one.data(), seven.data(), one.size() * sizeof(float))) << k.name;
+    const std::vector<float> one = conv_run(1, k), many = conv_run(GetParam(), k);
+    ASSERT_EQ(one.size(), many.size());
+    EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * sizeof(float))) << k.name;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Threads, ConvThreads, ::testing::Values(2, 3, 7, 16));
 
 // --- errors -------------------------------------------------------------------------------
 

@@ -1675,20 +1675,21 @@ INSTANTIATE_TEST_SUITE_P(Sizes, Gemm,
                          ori_name);
 
 // ---------------------------------------------------------------------------------------------
-// im2col / col2im (conv2d). Both move or add the same values in the same order on the two
-// backends (col2im sums each image element's entries over (i, j) from 0), so they must agree
-// bitwise, float32 and float64.
+// im2col / col2im (conv2d), batched over images into columns of a leading dimension wider than
+// the images' columns, and transpose_outer. All move or add the same values in the same order
+// on the two backends (col2im sums each image element's entries over (i, j) from 0), so they
+// must agree bitwise, float32 and float64.
 
 struct ConvGeo {
-  int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+  int64_t images, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
 class Im2col : public ::testing::TestWithParam<ConvGeo> {};
 
 std::string conv_geo_name(const ::testing::TestParamInfo<ConvGeo>& info) {
   const ConvGeo& g = info.param;
-  std::string name = "c";
-  for (int64_t v : {g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw}) {
+  std::string name = "n";
+  for (int64_t v : {g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw}) {
     name += std::to_string(v);
     name += "_";
   }
@@ -1700,27 +1701,30 @@ template <typename T>
 void check_im2col_col2im(const ConvGeo& g) {
   const int64_t oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   const int64_t ow = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
-  const int64_t image = g.c * g.h * g.w, cols = g.c * g.kh * g.kw * oh * ow;
+  // Image n's columns at column n * plane of a [rows, ld] matrix, 5 columns to spare.
+  const int64_t plane = oh * ow, ld = g.images * plane + 5;
+  const int64_t images = g.images * g.c * g.h * g.w, cols = g.c * g.kh * g.kw * ld;
   const DType t = dtype_of<T>();
-  const auto x = random_vec<T>(image, seed_of(g.c, g.h, g.w));
-  std::vector<T> ref_cols(cols);
-  cpu().im2col(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, x.data(),
-               ref_cols.data());
-  DevBuf<T> dx(x), dcols(cols);
-  dcols.poison();
-  gpu().im2col(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, dx.get(),
-               dcols.get());
+  const auto x = random_vec<T>(images, seed_of(g.c, g.h, g.w));
+  // The spare columns keep their values on both backends: start both from the same buffer.
+  const auto cols0 = random_vec<T>(cols, seed_of(g.images, g.c, 77));
+  std::vector<T> ref_cols = cols0;
+  cpu().im2col(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, x.data(),
+               ld, ref_cols.data());
+  DevBuf<T> dx(x), dcols(cols0);
+  gpu().im2col(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, dx.get(),
+               ld, dcols.get());
   expect_equal(ref_cols, dcols.download(), "im2col");
 
   const auto c = random_vec<T>(cols, seed_of(g.kh, g.sh, g.dh));
-  std::vector<T> ref_image(image);
-  cpu().col2im(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, c.data(),
-               ref_image.data());
+  std::vector<T> ref_images(images);
+  cpu().col2im(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, c.data(),
+               ld, ref_images.data());
   dcols.upload(c);
   dx.poison();  // col2im writes every element, those no column entry reaches included
-  gpu().col2im(t, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, dcols.get(),
-               dx.get());
-  expect_equal(ref_image, dx.download(), "col2im");
+  gpu().col2im(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw,
+               dcols.get(), ld, dx.get());
+  expect_equal(ref_images, dx.download(), "col2im");
 }
 
 TEST_P(Im2col, MatchesCpuBitwise) {
@@ -1729,23 +1733,58 @@ TEST_P(Im2col, MatchesCpuBitwise) {
   check_im2col_col2im<double>(GetParam());
 }
 
-// ResNet-18's and the small CNN's shapes on 28×28 inputs, odd sizes, stride 2 with padding,
-// dilation 2, 1×1 kernels with stride 2 (image elements no entry reaches), asymmetric options.
+// ResNet-18's and the small CNN's shapes on 28×28 inputs (batches of their small planes), odd
+// sizes, stride 2 with padding, dilation 2, 1×1 kernels with stride 2 (image elements no entry
+// reaches), asymmetric options, one image.
 INSTANTIATE_TEST_SUITE_P(Shapes, Im2col,
-                         ::testing::Values(ConvGeo{1, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1},
-                                           ConvGeo{64, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},
-                                           ConvGeo{64, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1},
-                                           ConvGeo{256, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},
-                                           ConvGeo{3, 7, 5, 3, 3, 1, 1, 2, 2, 2, 2},
-                                           ConvGeo{5, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},
-                                           ConvGeo{2, 6, 7, 2, 3, 2, 1, 0, 1, 1, 2},
-                                           ConvGeo{1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
-                                           ConvGeo{3, 300, 301, 5, 5, 3, 3, 2, 2, 1, 1}),
+                         ::testing::Values(ConvGeo{3, 1, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{2, 64, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{4, 64, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1},
+                                           ConvGeo{32, 128, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{33, 256, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},
+                                           ConvGeo{5, 3, 7, 5, 3, 3, 1, 1, 2, 2, 2, 2},
+                                           ConvGeo{3, 5, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},
+                                           ConvGeo{2, 2, 6, 7, 2, 3, 2, 1, 0, 1, 1, 2},
+                                           ConvGeo{7, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
+                                           ConvGeo{1, 3, 300, 301, 5, 5, 3, 3, 2, 2, 1, 1}),
                          conv_geo_name);
 
-/// conv2d as a whole on the GPU against the CPU: output and the three gradients, with one image
-/// per GEMM (28×28), images batched into one GEMM (4×4, 2×2, with a remainder), groups, stride,
-/// dilation and the 1×1 path.
+template <typename T>
+void check_transpose_outer(int64_t a, int64_t b, int64_t inner) {
+  const int64_t n = a * b * inner;
+  const auto src = random_vec<T>(n, seed_of(a, b, inner));
+  std::vector<T> ref(n);
+  cpu().transpose_outer(dtype_of<T>(), a, b, inner, src.data(), ref.data());
+  DevBuf<T> ds(src), dd(n);
+  dd.poison();
+  gpu().transpose_outer(dtype_of<T>(), a, b, inner, ds.get(), dd.get());
+  expect_equal(ref, dd.download(), "transpose_outer");
+}
+
+TEST(TransposeOuter, MatchesCpuBitwise) {
+  SKIP_WITHOUT_GPU();
+  struct Dims {
+    int64_t a, b, inner;
+  };
+  // conv2d's moves ([C_out, N, plane] <-> [N, C_out, plane]) at ResNet's planes, odd sizes,
+  // inner 1, one block.
+  for (const Dims& d : {Dims{64, 32, 196}, Dims{32, 512, 1}, Dims{256, 33, 4}, Dims{3, 5, 7},
+                        Dims{1, 1, 1}, Dims{1, 17, 49}, Dims{1000, 3, 1}}) {
+    check_transpose_outer<float>(d.a, d.b, d.inner);
+    check_transpose_outer<double>(d.a, d.b, d.inner);
+  }
+  // int64 moves as well.
+  const std::vector<int64_t> src = {1, 2, 3, 4, 5, 6};
+  DevBuf<int64_t> ds(src), dd(6);
+  gpu().transpose_outer(DType::Int64, 2, 3, 1, ds.get(), dd.get());
+  expect_equal(std::vector<int64_t>{1, 4, 2, 5, 3, 6}, dd.download(), "transpose_outer int64");
+}
+
+/// conv2d as a whole on the GPU against the CPU: output and the three gradients, on 28×28, 4×4
+/// and 2×2 planes, groups, stride, dilation and the 1×1 path, with batches cut into several
+/// chunks with a remainder: on the GPU (columns budget 2^22: 5×5 over 32×32, 819,200 column
+/// entries per image, 5 + 5 + 1; 1×1 over 256 × 64×64, 4 + 1) and on the CPU (budget 2^18:
+/// 3×3 over 64 × 8×8, 7 + 7 + 1), the other device taking other chunks.
 TEST(CudaConv2d, OpForwardAndBackwardMatchCpu) {
   SKIP_WITHOUT_GPU();
   using clarena::Conv2dOptions;
@@ -1754,9 +1793,11 @@ TEST(CudaConv2d, OpForwardAndBackwardMatchCpu) {
     int64_t n, c, h, w, c_out, k, stride, pad, dilation, groups;
   };
   const clarena::Device gpu_device = clarena::Device::cuda(0), cpu_device = clarena::Device::cpu();
-  for (const Case& k : {Case{4, 3, 28, 28, 8, 3, 1, 1, 1, 1}, Case{18, 16, 4, 4, 32, 3, 1, 1, 1, 2},
-                        Case{33, 32, 2, 2, 16, 3, 1, 1, 1, 1}, Case{5, 4, 9, 9, 6, 3, 2, 2, 2, 2},
-                        Case{7, 8, 5, 5, 12, 1, 1, 0, 1, 4}}) {
+  for (const Case& k :
+       {Case{4, 3, 28, 28, 8, 3, 1, 1, 1, 1}, Case{18, 16, 4, 4, 32, 3, 1, 1, 1, 2},
+        Case{33, 32, 2, 2, 16, 3, 1, 1, 1, 1}, Case{5, 4, 9, 9, 6, 3, 2, 2, 2, 2},
+        Case{7, 8, 5, 5, 12, 1, 1, 0, 1, 4}, Case{11, 32, 32, 32, 8, 5, 1, 2, 1, 1},
+        Case{15, 64, 8, 8, 8, 3, 1, 1, 1, 1}, Case{5, 256, 64, 64, 4, 1, 1, 0, 1, 2}}) {
     const clarena::Shape xs{k.n, k.c, k.h, k.w}, ws{k.c_out, k.c / k.groups, k.k, k.k};
     const auto x = random_vec<float>(clarena::shape_numel(xs), seed_of(k.n, k.c, 1));
     const auto w = random_vec<float>(clarena::shape_numel(ws), seed_of(k.n, k.c, 2));

@@ -1,6 +1,7 @@
 // The CPU backend at 1, 2, 3, 7 and 16 threads, on sizes that leave remainders in every split:
-// every element computed exactly once, results bitwise the same at every thread count, and
-// correct when several user threads call the engine at once.
+// every element computed exactly once, results bitwise the same at every thread count (GEMM,
+// optimizers, reductions, batched im2col/col2im, transpose_outer, training), and correct when
+// several user threads call the engine at once.
 #include <gtest/gtest.h>
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
@@ -14,11 +15,13 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -191,6 +194,112 @@ TEST_P(AtThreads, ReductionsAndSoftmaxMatchOneThreadBitwise) {
       ref += v;
     EXPECT_NEAR(r[0], ref, 1e-6 * static_cast<double>(x.size()) * 4) << rows << "x" << cols;
   }
+}
+
+/// The batched im2col / col2im of `images` images into columns of leading dimension ld > images ·
+/// plane, at `threads` threads, against one image per call at one thread: the same bits, image
+/// n's block at column n · plane, the columns past images · plane untouched, every image element
+/// written by col2im.
+struct Im2colCase {
+  int64_t images, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+void check_batched_im2col(int threads, const Im2colCase& g) {
+  kernels::Backend& be = kernels::cpu_backend();
+  const DType t = DType::Float32;
+  const int64_t oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  const int64_t ow = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  const int64_t plane = oh * ow, rows = g.c * g.kh * g.kw, image = g.c * g.h * g.w;
+  const int64_t ld = g.images * plane + 3;
+  const std::string where = "images=" + std::to_string(g.images) + " c=" + std::to_string(g.c) +
+                            " h=" + std::to_string(g.h) + " k=" + std::to_string(g.kh);
+  Generator gen(static_cast<uint64_t>(g.images * 1000 + g.c));
+  const auto x = Tensor::uniform({g.images * image}, -1, 1, gen).to_vector<float>();
+  const auto cols_in = Tensor::uniform({rows * ld}, -1, 1, gen).to_vector<float>();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+
+  std::vector<float> cols(static_cast<size_t>(rows * ld), nan);
+  at_threads(threads, [&] {
+    be.im2col(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, x.data(),
+              ld, cols.data());
+    return 0;
+  });
+  std::vector<float> dx(static_cast<size_t>(g.images * image), nan);
+  at_threads(threads, [&] {
+    be.col2im(t, g.images, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw,
+              cols_in.data(), ld, dx.data());
+    return 0;
+  });
+  for (int64_t n = 0; n < g.images; ++n) {
+    std::vector<float> one(static_cast<size_t>(rows * plane)), block(one.size());
+    std::vector<float> one_image(static_cast<size_t>(image));
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(cols_in.begin() + r * ld + n * plane, cols_in.begin() + r * ld + (n + 1) * plane,
+                block.begin() + r * plane);
+    at_threads(1, [&] {
+      be.im2col(t, 1, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw,
+                x.data() + n * image, plane, one.data());
+      be.col2im(t, 1, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, block.data(),
+                plane, one_image.data());
+      return 0;
+    });
+    for (int64_t r = 0; r < rows; ++r)
+      ASSERT_EQ(0, std::memcmp(cols.data() + r * ld + n * plane, one.data() + r * plane,
+                               static_cast<size_t>(plane) * sizeof(float)))
+          << where << " im2col image " << n << " row " << r;
+    ASSERT_TRUE(same_bits(std::vector<float>(dx.begin() + n * image, dx.begin() + (n + 1) * image),
+                          one_image))
+        << where << " col2im image " << n;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t col = g.images * plane; col < ld; ++col)
+      ASSERT_TRUE(std::isnan(cols[static_cast<size_t>(r * ld + col)])) << where << " row " << r;
+}
+
+TEST_P(AtThreads, BatchedIm2colCol2imMatchOneImageAtATime) {
+  // Several tiles of (image, channel) pairs (64 channels of 14×14), stride, padding, dilation,
+  // asymmetric options, 1×1 with stride 2 (image elements no entry reaches), a 2×2 plane.
+  for (const Im2colCase& g : {Im2colCase{4, 64, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},
+                              Im2colCase{3, 5, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1},
+                              Im2colCase{2, 3, 7, 5, 2, 3, 1, 2, 0, 1, 2, 1},
+                              Im2colCase{5, 4, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},
+                              Im2colCase{7, 33, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},
+                              Im2colCase{1, 2, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1}})
+    check_batched_im2col(GetParam(), g);
+}
+
+TEST_P(AtThreads, TransposeOuterMovesEveryBlock) {
+  struct Dims {
+    int64_t a, b, inner;
+  };
+  for (const Dims& d : {Dims{3, 5, 7}, Dims{1, 1, 1}, Dims{64, 32, 49}, Dims{257, 3, 1},
+                        Dims{2, 300, 4}, Dims{1, 9, 16}}) {
+    const std::string where =
+        std::to_string(d.a) + "x" + std::to_string(d.b) + "x" + std::to_string(d.inner);
+    Generator gen(static_cast<uint64_t>(d.a * d.b));
+    const auto src = Tensor::uniform({d.a * d.b * d.inner}, -1, 1, gen).to_vector<float>();
+    std::vector<float> dst(src.size(), std::numeric_limits<float>::quiet_NaN());
+    at_threads(GetParam(), [&] {
+      kernels::cpu_backend().transpose_outer(DType::Float32, d.a, d.b, d.inner, src.data(),
+                                             dst.data());
+      return 0;
+    });
+    for (int64_t i = 0; i < d.a; ++i)
+      for (int64_t j = 0; j < d.b; ++j)
+        for (int64_t p = 0; p < d.inner; ++p)
+          ASSERT_EQ(dst[static_cast<size_t>((j * d.a + i) * d.inner + p)],
+                    src[static_cast<size_t>((i * d.b + j) * d.inner + p)])
+              << where << " at (" << i << ", " << j << ", " << p << ")";
+  }
+  // int64 and float64 move as well (the kernel only copies).
+  const std::vector<int64_t> isrc = {1, 2, 3, 4, 5, 6};
+  std::vector<int64_t> idst(6);
+  kernels::cpu_backend().transpose_outer(DType::Int64, 2, 3, 1, isrc.data(), idst.data());
+  EXPECT_EQ(idst, (std::vector<int64_t>{1, 4, 2, 5, 3, 6}));
+  const std::vector<double> dsrc = {1, 2, 3, 4, 5, 6};
+  std::vector<double> ddst(6);
+  kernels::cpu_backend().transpose_outer(DType::Float64, 3, 1, 2, dsrc.data(), ddst.data());
+  EXPECT_EQ(ddst, dsrc);  // b = 1: the same order
 }
 
 /// A short training run of an MLP 784→256→100 with a 10-way head; returns every parameter's

@@ -1,22 +1,25 @@
 // conv2d: torch.nn.functional.conv2d on NCHW, by im2col and the backend's GEMM, forward and
 // backward side by side.
 //
-// Per image and group: columns [C_in/g·kH·kW, H_out·W_out] (im2col), out_g = W_g · columns_g
-// (+ bias). Backward: dW_g += dY_g · columns_gᵀ over the batch (im2col again from the saved
-// input), dcolumns_g = W_gᵀ · dY_g then col2im into dx, db = the sum of dY over N, H, W. Each
-// gradient is computed only when its input needs it, and the node saves x only for dW and the
-// weight only for dx. A 1×1 kernel with stride 1 and no padding uses the image as its own
-// columns (no im2col, and dx is written by the GEMM directly).
+// The batch runs in chunks of images (ConvGeometry::chunk: a function of the shape and the
+// device type alone; whole batches of small planes, bounded by a columns budget). Per chunk: one
+// batched im2col writes the columns of all its images side by side, [C_in·kH·kW, count·plane]
+// (image j at column j·plane; each group's rows are a block of C_in/g·kH·kW rows), then one GEMM
+// per group gives Y_g = W_g · columns_g as [C_out, count·plane], moved to NCHW by one transpose of
+// the outer axes (+ bias over the whole output). Backward, per chunk: dY moved to [C_out,
+// count·plane] by one transpose; dW_g += dY_g · columns_gᵀ (im2col again from the saved input; the
+// first chunk overwrites, the others accumulate, in a fixed order); dcolumns_g = W_gᵀ · dY_g, then
+// one batched col2im into dx; db = the sum of dY over N, H, W. Each gradient is computed only when
+// its input needs it, and the node saves x only for dW and the weight only for dx. A 1×1 kernel
+// with stride 1 and no padding needs no im2col: the images' [C_in, count·plane] matrix is x
+// transposed (and dx is dcolumns transposed back). A chunk of one image skips the transposes: its
+// NCHW block already is the matrix.
 //
-// Small outputs (fewer than 256 pixels) are batched: the columns of several images side by side
-// ([C_in·kH·kW, images·plane], gathered by strided copies), so that one GEMM per group covers
-// them all; the output goes back to NCHW by strided copies, and the backward's GEMMs likewise
-// take dY side by side.
-//
-// Allocation: per call, one columns buffer shared by the images of the batch, and when batched
-// the side-by-side columns and a [C_out, images·plane] matrix (tensors: on the GPU they come from
-// the caching allocator, no cudaMalloc in steady state; on the CPU a few mallocs per call, small
-// next to the GEMMs).
+// Allocation: per call, one columns buffer [C_in·kH·kW, chunk·plane] (shared by dW and dx in
+// the backward; none for a direct chunk of one image) and, when chunks hold several images, one
+// [C_out, chunk·plane] matrix for Y or dY (tensors: on the GPU they come from the caching
+// allocator, no cudaMalloc in steady state; on the CPU a few mallocs per call, small next to
+// the GEMMs).
 #include <algorithm>
 #include <string>
 
@@ -29,6 +32,16 @@ using detail::backend;
 
 namespace {
 
+/// Elements of one chunk's columns matrix. On the CPU 2^18 (1 MiB of float32), so that the
+/// columns im2col writes are still in cache when the GEMM reads them; on a GPU 2^22 (16 MiB),
+/// where the cost is in launches rather than caches, so that ResNet's small planes (7×7 down to
+/// 1×1 on 28×28 inputs) take the whole batch in one chunk.
+constexpr int64_t kCpuColumnsBudget = int64_t{1} << 18;
+constexpr int64_t kGpuColumnsBudget = int64_t{1} << 22;
+/// On the CPU, an output plane of this many pixels gives one image's GEMMs enough columns: such
+/// images are a chunk each (batching them would only add the transposes).
+constexpr int64_t kCpuWidePlane = 256;
+
 /// Sizes of one conv2d call.
 struct ConvGeometry {
   int64_t n, c, h, w;     // input
@@ -36,16 +49,21 @@ struct ConvGeometry {
   int64_t groups;
   Pair stride, padding, dilation;
   int64_t oh, ow;
+  bool cpu = true;  // the device type, which sets the chunk size
 
   int64_t cin_g() const { return c / groups; }
   int64_t cout_g() const { return c_out / groups; }
   int64_t k_g() const { return cin_g() * kh * kw; }  // rows of a group's columns
   int64_t plane() const { return oh * ow; }
-  /// Images per GEMM: small outputs (ResNet's 4×4 and 2×2 stages) are batched until a GEMM has
-  /// at least kBatchColumns columns. A function of the shape alone (determinism).
+  int64_t rows() const { return c * kh * kw; }  // rows of the columns matrix
+  /// Images per chunk: as many as keep the columns [C·kH·kW, images·plane] within the device
+  /// type's budget, at least 1, at most the batch (on the CPU, 1 for planes of kCpuWidePlane
+  /// pixels or more). A function of the shape and the device type alone, not of the thread
+  /// count (determinism: dW sums the chunks in this order).
   int64_t chunk() const {
-    constexpr int64_t kBatchColumns = 256;
-    return std::max<int64_t>(1, std::min<int64_t>(n, kBatchColumns / plane()));
+    if (cpu && plane() >= kCpuWidePlane) return 1;
+    const int64_t budget = cpu ? kCpuColumnsBudget : kGpuColumnsBudget;
+    return std::clamp<int64_t>(budget / (rows() * plane()), 1, std::max<int64_t>(n, 1));
   }
   /// The image is its own columns matrix [C, H·W].
   bool direct() const {
@@ -102,6 +120,7 @@ ConvGeometry check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const
     detail::shape_mismatch(op, w, b, "bias must be [out channels]");
   ConvGeometry g{x.size(0), x.size(1), x.size(2), x.size(3),  w.size(0), w.size(2), w.size(3),
                  o.groups,  o.stride,  o.padding, o.dilation, 0,         0};
+  g.cpu = x.device().is_cpu();
   g.oh = (g.h + 2 * g.padding[0] - g.dilation[0] * (g.kh - 1) - 1) / g.stride[0] + 1;
   g.ow = (g.w + 2 * g.padding[1] - g.dilation[1] * (g.kw - 1) - 1) / g.stride[1] + 1;
   // The padded extent must hold one dilated kernel (the division above truncates toward 0).
@@ -118,65 +137,63 @@ void* at(const Tensor& t, int64_t offset) {
   return static_cast<char*>(t.raw()) + offset * static_cast<int64_t>(itemsize(t.dtype()));
 }
 
-void im2col(const ConvGeometry& g, const Tensor& like, const void* image, void* columns) {
-  backend(like).im2col(like.dtype(), g.c, g.h, g.w, g.kh, g.kw, g.stride[0], g.stride[1],
-                       g.padding[0], g.padding[1], g.dilation[0], g.dilation[1], image, columns);
+/// [rows, chunk·plane] of like's type and device when `needed` (and the batch is not empty), else
+/// an undefined tensor.
+Tensor matrix_buffer(bool needed, int64_t rows, const ConvGeometry& g, const Tensor& like) {
+  return needed && g.n > 0
+             ? Tensor::empty({rows, g.chunk() * g.plane()}, like.dtype(), like.device())
+             : Tensor();
 }
 
-void col2im(const ConvGeometry& g, const Tensor& like, const void* columns, void* image) {
-  backend(like).col2im(like.dtype(), g.c, g.h, g.w, g.kh, g.kw, g.stride[0], g.stride[1],
-                       g.padding[0], g.padding[1], g.dilation[0], g.dilation[1], columns, image);
+/// The [rows, count·plane] matrix of images i0 .. i0 + count of t ([N, rows, plane]): t's own
+/// block for one image, else `buf` filled by a transpose.
+const void* as_matrix(const Tensor& t, int64_t rows, int64_t plane, int64_t i0, int64_t count,
+                      const Tensor& buf) {
+  const void* images = at(t, i0 * rows * plane);
+  if (count == 1) return images;
+  backend(t).transpose_outer(t.dtype(), count, rows, plane, images, buf.raw());
+  return buf.raw();
 }
 
-/// The columns of image i of x: x's own storage when direct, else `cols` filled by im2col.
-const void* columns_of(const ConvGeometry& g, const Tensor& x, int64_t i, const Tensor& cols) {
-  const void* image = at(x, i * g.c * g.h * g.w);
-  if (g.direct()) return image;
-  im2col(g, x, image, cols.raw());
+/// Where to write the [rows, count·plane] matrix of images i0 .. i0 + count of t: t's own block
+/// for one image, else `buf` (then moved into t by from_matrix).
+void* matrix_target(const Tensor& t, int64_t rows, int64_t plane, int64_t i0, int64_t count,
+                    const Tensor& buf) {
+  return count == 1 ? at(t, i0 * rows * plane) : buf.raw();
+}
+
+/// The adjoint of as_matrix: `buf` into images i0 .. i0 + count of t (nothing for one image).
+void from_matrix(const Tensor& buf, int64_t rows, int64_t plane, int64_t i0, int64_t count,
+                 const Tensor& t) {
+  if (count > 1)
+    backend(t).transpose_outer(t.dtype(), rows, count, plane, buf.raw(), at(t, i0 * rows * plane));
+}
+
+/// The columns of images i0 .. i0 + count of x, [C·kH·kW, count·plane]: in `cols` by one
+/// batched im2col, or the images' own matrix when direct.
+const void* columns_of(const ConvGeometry& g, const Tensor& x, int64_t i0, int64_t count,
+                       const Tensor& cols) {
+  if (g.direct()) return as_matrix(x, g.c, g.plane(), i0, count, cols);
+  backend(x).im2col(x.dtype(), count, g.c, g.h, g.w, g.kh, g.kw, g.stride[0], g.stride[1],
+                    g.padding[0], g.padding[1], g.dilation[0], g.dilation[1],
+                    at(x, i0 * g.c * g.h * g.w), count * g.plane(), cols.raw());
   return cols.raw();
 }
 
-Tensor columns_buffer(const ConvGeometry& g, const Tensor& like) {
-  return g.direct() ? Tensor()
-                    : Tensor::empty({g.c * g.kh * g.kw, g.plane()}, like.dtype(), like.device());
+/// Where the GEMMs write the dcolumns of images i0 .. i0 + count.
+void* dcolumns_target(const ConvGeometry& g, const Tensor& dx, int64_t i0, int64_t count,
+                      const Tensor& dcols) {
+  return g.direct() ? matrix_target(dx, g.c, g.plane(), i0, count, dcols) : dcols.raw();
 }
 
-/// The columns of images i0 .. i0 + count side by side: all [C·kH·kW, count·plane], image j at
-/// column j·plane (one im2col into `cols` per image, then a strided copy).
-void gather_columns(const ConvGeometry& g, const Tensor& x, int64_t i0, int64_t count,
-                    const Tensor& cols, const Tensor& all) {
-  const int64_t rows = g.c * g.kh * g.kw, ld = count * g.plane();
-  for (int64_t j = 0; j < count; ++j)
-    backend(x).copy_block(x.dtype(), rows, g.plane(), columns_of(g, x, i0 + j, cols), g.plane(),
-                          at(all, j * g.plane()), ld);
-}
-
-/// The adjoint of gather_columns: image j's block of `all` into dx (by col2im through `cols`, or
-/// a strided copy when the image is its own columns).
-void scatter_columns(const ConvGeometry& g, const Tensor& all, int64_t i0, int64_t count,
-                     const Tensor& cols, const Tensor& dx) {
-  const int64_t rows = g.c * g.kh * g.kw, ld = count * g.plane();
-  kernels::Backend& be = backend(dx);
-  for (int64_t j = 0; j < count; ++j) {
-    void* image = at(dx, (i0 + j) * g.c * g.h * g.w);
-    be.copy_block(dx.dtype(), rows, g.plane(), at(all, j * g.plane()), ld,
-                  g.direct() ? image : cols.raw(), g.plane());
-    if (!g.direct()) col2im(g, dx, cols.raw(), image);
-  }
-}
-
-/// Moves [C_out, plane] blocks between images of t (NCHW) and a [C_out, count·plane] matrix.
-void images_to_matrix(const ConvGeometry& g, const Tensor& t, int64_t i0, int64_t count,
-                      const Tensor& matrix, bool to_matrix) {
-  const int64_t plane = g.plane(), ld = count * plane;
-  for (int64_t j = 0; j < count; ++j) {
-    void* image = at(t, (i0 + j) * g.c_out * plane);
-    void* block = at(matrix, j * plane);
-    if (to_matrix)
-      backend(t).copy_block(t.dtype(), g.c_out, plane, image, plane, block, ld);
-    else
-      backend(t).copy_block(t.dtype(), g.c_out, plane, block, ld, image, plane);
-  }
+/// The adjoint of columns_of: dcolumns into images i0 .. i0 + count of dx (col2im, or the
+/// transpose back when direct).
+void columns_to_images(const ConvGeometry& g, const Tensor& dcols, int64_t i0, int64_t count,
+                       const Tensor& dx) {
+  if (g.direct()) return from_matrix(dcols, g.c, g.plane(), i0, count, dx);
+  backend(dx).col2im(dx.dtype(), count, g.c, g.h, g.w, g.kh, g.kw, g.stride[0], g.stride[1],
+                     g.padding[0], g.padding[1], g.dilation[0], g.dilation[1], dcols.raw(),
+                     count * g.plane(), at(dx, i0 * g.c * g.h * g.w));
 }
 
 std::vector<Tensor> conv2d_backward(Node& node, const Tensor& dy, const ConvGeometry& g,
@@ -184,59 +201,36 @@ std::vector<Tensor> conv2d_backward(Node& node, const Tensor& dy, const ConvGeom
   const Tensor &x = node.saved(0), &w = node.saved(1);
   kernels::Backend& be = backend(dy);
   const DType t = dy.dtype();
-  const int64_t plane = g.plane(), kg = g.k_g(), cog = g.cout_g();
-  const int64_t image = g.c * g.h * g.w, out_image = g.c_out * plane;
+  const int64_t plane = g.plane(), kg = g.k_g(), cog = g.cout_g(), chunk = g.chunk();
+  const size_t item = itemsize(t);
+  const bool need_dx = node.needs_grad(0), need_dw = node.needs_grad(1);
   Tensor dx, dw, db;
-  if (node.needs_grad(0)) {
-    dx = Tensor::empty(x_shape, t, dy.device());
-    Tensor dcols = columns_buffer(g, dy);
-    const int64_t chunk = g.chunk();
-    if (chunk == 1) {
-      for (int64_t i = 0; i < g.n; ++i) {
-        void* target = g.direct() ? at(dx, i * image) : dcols.raw();
-        for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, true, false, kg, plane, cog, 1.0, at(w, gi * cog * kg),
-                  at(dy, i * out_image + gi * cog * plane), 0.0,
-                  static_cast<char*>(target) + gi * kg * plane * itemsize(t));
-        if (!g.direct()) col2im(g, dy, dcols.raw(), at(dx, i * image));
-      }
-    } else {
-      // dcolumns_g = W_gᵀ · dY_g over `chunk` images per GEMM, then each image's block.
-      Tensor dy_all = Tensor::empty({g.c_out, chunk * plane}, t, dy.device());
-      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, dy.device());
-      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
-        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
-        images_to_matrix(g, dy, i0, count, dy_all, true);
-        for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, true, false, kg, width, cog, 1.0, at(w, gi * cog * kg),
-                  at(dy_all, gi * cog * width), 0.0, at(all, gi * kg * width));
-        scatter_columns(g, all, i0, count, dcols, dx);
-      }
-    }
-  }
-  if (node.needs_grad(1)) {
+  if (need_dx) dx = Tensor::empty(x_shape, t, dy.device());
+  if (need_dw) {
     dw = Tensor::empty(w_shape, t, dy.device());
     if (g.n == 0) be.fill(t, dw.numel(), 0.0, dw.raw());
-    Tensor cols = columns_buffer(g, dy);
-    const int64_t chunk = g.chunk();
-    if (chunk == 1) {
-      for (int64_t i = 0; i < g.n; ++i) {
-        const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
+  }
+  if (need_dx || need_dw) {
+    // One columns buffer: the chunk's columns for dW, then its dcolumns for dx.
+    const Tensor cols = matrix_buffer(!g.direct() || chunk > 1, g.rows(), g, dy);
+    const Tensor dy_buf = matrix_buffer(chunk > 1, g.c_out, g, dy);
+    for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+      const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
+      const char* dym = static_cast<const char*>(as_matrix(dy, g.c_out, plane, i0, count, dy_buf));
+      if (need_dw) {
+        // dW_g (+)= dY_g · columns_gᵀ
+        const char* c = static_cast<const char*>(columns_of(g, x, i0, count, cols));
         for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, false, true, cog, kg, plane, 1.0, at(dy, i * out_image + gi * cog * plane),
-                  c + gi * kg * plane * itemsize(t), i == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
+          be.gemm(t, false, true, cog, kg, width, 1.0, dym + gi * cog * width * item,
+                  c + gi * kg * width * item, i0 == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
       }
-    } else {
-      // dW_g += dY_g · columns_gᵀ over `chunk` images per GEMM (both side by side).
-      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, dy.device());
-      Tensor dy_all = Tensor::empty({g.c_out, chunk * plane}, t, dy.device());
-      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
-        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
-        gather_columns(g, x, i0, count, cols, all);
-        images_to_matrix(g, dy, i0, count, dy_all, true);
+      if (need_dx) {
+        // dcolumns_g = W_gᵀ · dY_g, then into the images.
+        char* target = static_cast<char*>(dcolumns_target(g, dx, i0, count, cols));
         for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, false, true, cog, kg, width, 1.0, at(dy_all, gi * cog * width),
-                  at(all, gi * kg * width), i0 == 0 ? 0.0 : 1.0, at(dw, gi * cog * kg));
+          be.gemm(t, true, false, kg, width, cog, 1.0, at(w, gi * cog * kg),
+                  dym + gi * cog * width * item, 0.0, target + gi * kg * width * item);
+        columns_to_images(g, cols, i0, count, dx);
       }
     }
   }
@@ -260,27 +254,19 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   const int64_t plane = g.plane(), kg = g.k_g(), cog = g.cout_g();
   Tensor y = Tensor::empty({g.n, g.c_out, g.oh, g.ow}, t, x.device());
   {
-    Tensor cols = columns_buffer(g, x);
     const int64_t chunk = g.chunk();
-    if (chunk == 1) {
-      for (int64_t i = 0; i < g.n; ++i) {
-        const char* c = static_cast<const char*>(columns_of(g, x, i, cols));
-        for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, false, false, cog, plane, kg, 1.0, at(weight, gi * cog * kg),
-                  c + gi * kg * plane * itemsize(t), 0.0, at(y, (i * g.c_out + gi * cog) * plane));
-      }
-    } else {
-      // Small outputs: `chunk` images per GEMM, [C_out, chunk·plane], then back to NCHW.
-      Tensor all = Tensor::empty({g.c * g.kh * g.kw, chunk * plane}, t, x.device());
-      Tensor y_all = Tensor::empty({g.c_out, chunk * plane}, t, x.device());
-      for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
-        const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
-        gather_columns(g, x, i0, count, cols, all);
-        for (int64_t gi = 0; gi < g.groups; ++gi)
-          be.gemm(t, false, false, cog, width, kg, 1.0, at(weight, gi * cog * kg),
-                  at(all, gi * kg * width), 0.0, at(y_all, gi * cog * width));
-        images_to_matrix(g, y, i0, count, y_all, false);
-      }
+    const size_t item = itemsize(t);
+    const Tensor cols = matrix_buffer(!g.direct() || chunk > 1, g.rows(), g, x);
+    const Tensor y_buf = matrix_buffer(chunk > 1, g.c_out, g, x);
+    for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+      // Y_g = W_g · columns_g over the chunk's images, [C_out, count·plane], then to NCHW.
+      const int64_t count = std::min(chunk, g.n - i0), width = count * plane;
+      const char* c = static_cast<const char*>(columns_of(g, x, i0, count, cols));
+      char* ym = static_cast<char*>(matrix_target(y, g.c_out, plane, i0, count, y_buf));
+      for (int64_t gi = 0; gi < g.groups; ++gi)
+        be.gemm(t, false, false, cog, width, kg, 1.0, at(weight, gi * cog * kg),
+                c + gi * kg * width * item, 0.0, ym + gi * cog * width * item);
+      from_matrix(y_buf, g.c_out, plane, i0, count, y);
     }
   }
   if (bias.defined() && g.n > 0) {

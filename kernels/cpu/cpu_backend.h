@@ -75,12 +75,16 @@ class CpuBackend final : public Backend {
   void avg_pool2d_backward(DType, const Pool2dShape&, const void* dy, void* dx) override;
 
   // conv.cpp
-  void im2col(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
-              int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-              int64_t dilation_h, int64_t dilation_w, const void* image, void* columns) override;
-  void col2im(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
-              int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-              int64_t dilation_h, int64_t dilation_w, const void* columns, void* image) override;
+  void im2col(DType, int64_t images, int64_t channels, int64_t height, int64_t width,
+              int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+              int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* image,
+              int64_t columns_ld, void* columns) override;
+  void col2im(DType, int64_t images, int64_t channels, int64_t height, int64_t width,
+              int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+              int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* columns,
+              int64_t columns_ld, void* image) override;
+  void transpose_outer(DType, int64_t a, int64_t b, int64_t inner, const void* src,
+                       void* dst) override;
 
   // optim.cpp
   void sgd_update(DType, int64_t n, void* param, const void* grad, void* momentum_buf,

@@ -194,22 +194,32 @@ class Backend {
                                    const void* save_invstd, const void* dy, void* dx, void* dgamma,
                                    void* dbeta) = 0;
 
-  // --- convolution: im2col and its adjoint, over one [channels, height, width] image --------
-  /// columns is [channels * kernel_h * kernel_w, out_h * out_w]: row (c, i, j), column (y, x)
-  /// holds image[c, y * stride_h - pad_h + i * dilation_h, x * stride_w - pad_w + j * dilation_w],
-  /// 0 outside the image (zero padding), where out_h = (height + 2 pad_h - dilation_h (kernel_h
-  /// - 1) - 1) / stride_h + 1 (out_w likewise). The caller checks the sizes (out_h, out_w >= 1).
-  virtual void im2col(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
-                      int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* image,
-                      void* columns) = 0;
-  /// The adjoint of im2col: image[c, y, x] = the sum of the column entries im2col would take
-  /// from (c, y, x), 0 where there is none. Writes every element of image (no need to zero it);
-  /// each element's sum is taken in the order (i, j), on every backend (no atomics).
-  virtual void col2im(DType, int64_t channels, int64_t height, int64_t width, int64_t kernel_h,
-                      int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, const void* columns,
-                      void* image) = 0;
+  // --- convolution: im2col and its adjoint, over a batch of NCHW images ------------------
+  /// `images` consecutive [channels, height, width] images (image n at image + n * channels *
+  /// height * width) into one columns matrix of leading dimension columns_ld >= images * out_h *
+  /// out_w, image n's columns at column offset n * out_h * out_w: row (c, i, j), column
+  /// n * out_h * out_w + y * out_w + x holds image n's [c, y * stride_h - pad_h + i * dilation_h,
+  /// x * stride_w - pad_w + j * dilation_w], 0 outside the image (zero padding), where out_h =
+  /// (height + 2 pad_h - dilation_h (kernel_h - 1) - 1) / stride_h + 1 (out_w likewise). Rows
+  /// are channels * kernel_h * kernel_w; the columns past images * out_h * out_w are not touched.
+  /// The caller checks the sizes (out_h, out_w >= 1).
+  virtual void im2col(DType, int64_t images, int64_t channels, int64_t height, int64_t width,
+                      int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+                      int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                      const void* image, int64_t columns_ld, void* columns) = 0;
+  /// The adjoint of im2col: image n's [c, y, x] = the sum of the column entries im2col would
+  /// take from it, 0 where there is none. Writes every element of the `images` images (no need
+  /// to zero them); each element's sum is taken in the order (i, j), on every backend (no
+  /// atomics).
+  virtual void col2im(DType, int64_t images, int64_t channels, int64_t height, int64_t width,
+                      int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+                      int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                      const void* columns, int64_t columns_ld, void* image) = 0;
+  /// Swaps the two outer axes of a contiguous [a, b, inner] array into [b, a, inner]:
+  /// dst[j][i][p] = src[i][j][p] (conv2d moves [C, N·H·W] matrices to NCHW and back with it).
+  /// src and dst must not overlap.
+  virtual void transpose_outer(DType, int64_t a, int64_t b, int64_t inner, const void* src,
+                               void* dst) = 0;
 
   // --- 2-D pooling over the planes of [planes, height, width] -----------------------------
   /// Max pooling: y = the window's maximum (padding is -inf), indices = its position h * width + w
