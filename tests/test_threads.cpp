@@ -54,10 +54,13 @@ struct GemmCase {
   int64_t m, n, k;
 };
 // Each product is above the split threshold unless tiny, and no extent is a multiple of a tile:
-// 257 and 65,537 columns, 127 rows, a hidden layer of 100 at batch 64 (784→256→100).
-const GemmCase kGemmCases[] = {{64, 257, 300}, {127, 7, 4099}, {3, 65537, 17}, {257, 257, 257},
-                               {64, 100, 256}, {64, 256, 784}, {1, 7, 1},      {7, 17, 1},
-                               {1, 65537, 7},  {127, 3, 64}};
+// 257 and 65,537 columns, 127 rows, a hidden layer of 100 at batch 64 (784→256→100). The second
+// line crosses each block of the AVX-512 kernel (sgemm.cpp: 8×32 micro-tiles, k blocks of ≤ 384,
+// 1024-row and 2048-column blocks) by one, from its smallest product (16×32×8) up.
+const GemmCase kGemmCases[] = {
+    {64, 257, 300}, {127, 7, 4099}, {3, 65537, 17}, {257, 257, 257}, {64, 100, 256}, {64, 256, 784},
+    {1, 7, 1},      {7, 17, 1},     {1, 65537, 7},  {127, 3, 64},    {16, 32, 8},    {17, 33, 9},
+    {1025, 40, 20}, {20, 2049, 20}, {17, 65, 385},  {31, 100, 769},  {64, 300, 576}};
 
 /// C = alpha op(A) op(B) + beta C0 through the backend, on an output first filled with NaN (or
 /// C0), so an element that is never written shows.

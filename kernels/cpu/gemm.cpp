@@ -1,10 +1,13 @@
-// CPU kernels: GEMM on Eigen, split over the thread pool.
+// CPU kernels: GEMM. float32 products big enough for packing go to our AVX-512 kernel
+// (sgemm.cpp) where the build has it; the rest, and float64, to Eigen split over the thread pool.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "../dispatch.h"
 #include "cpu_backend.h"
+#include "sgemm.h"
 #include "thread_pool.h"
 
 namespace clarena::kernels::cpu {
@@ -63,6 +66,11 @@ void gemm_typed(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b
     else
       return B.middleCols(lo, len);
   };
+#ifdef CLARENA_HAVE_SGEMM
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_suits(m, n, k)) return sgemm(kTa, kTb, m, n, k, alpha, a, b, beta, c);
+  }
+#endif
   if (k == 1) {
     // An outer product (a weight gradient at batch 1): Eigen writes it in one pass, where the
     // GEMM path would first zero C and then accumulate into it.
