@@ -1,6 +1,8 @@
-// bench_step: one full training step of an MLP backbone + linear head, trainable, frozen
+// bench_step: one full training step of a backbone + linear head, trainable, frozen
 // (requires_grad_(false) backbone: Fix after task 1) and forward-only (the floor a frozen
-// step should approach), over a grid of models and batch sizes, on every available device.
+// step should approach), over a grid of models (MLPs; the cnn and resnet18 convnets) and batch
+// sizes, on every available device. `FLOPs` is what the step's GEMMs multiply (the backend's
+// count, 2·m·n·k each: convolutions are GEMMs here), `GFLOP/s` that over the step's time.
 //
 // Timing. On the GPU, steps run back to back as in PyTorch eager: each benchmark iteration is a
 // group of kGroup steps between one pair of CUDA events, with no host synchronisation inside
@@ -10,9 +12,10 @@
 // clock around synchronisations. `bwd_share` (backward's share of a step) needs host syncs in
 // the middle of the step, so it comes from a few extra steps outside the timed loop.
 //
-// Registered: the CPU grid (batch 1 to 2048), and on a GPU the configurations worth its time:
-// models default and wide at batch 128 and 4096, TF32 off (rows `cuda/...`, compared with
-// torch_step.py) and on (rows `cuda_tf32/...`, trainable only).
+// Registered: the CPU grid (MLPs at batch 1 to 2048, convnets at 1, 32, 128), and on a GPU the
+// configurations worth its time: models default and wide at batch 128 and 4096, resnet18 at
+// 128, TF32 off (rows `cuda/...`, compared with torch_step.py) and on (rows `cuda_tf32/...`,
+// trainable only).
 //
 // With CLARENA_REQUIRE_CUDA=1 and no usable device, prints the reason and exits with status 3.
 #include <benchmark/benchmark.h>
@@ -80,6 +83,7 @@ void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Targe
   const int64_t base_peak = backend.stats().bytes_in_use;
   backend.stats().peak_bytes_in_use = base_peak;
   const int64_t mallocs_before = backend.stats().device_mallocs;
+  const int64_t flops_before = backend.stats().gemm_flops;
   std::vector<double> per_step;
   for (auto _ : state) {
     const double ms = backend.time_ms([&] {
@@ -90,8 +94,9 @@ void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Targe
     state.SetIterationTime(ms * 1e-3 / group);
   }
   const int64_t mallocs = backend.stats().device_mallocs - mallocs_before;
-  const auto& graph = autograd::stats();
   const double steps = static_cast<double>(state.iterations()) * group;
+  const double flops = static_cast<double>(backend.stats().gemm_flops - flops_before) / steps;
+  const auto& graph = autograd::stats();
   const double nodes = static_cast<double>(graph.nodes_recorded) / steps;
   const double saved = static_cast<double>(graph.peak_saved_bytes);
   double backward_seconds = 0, total_seconds = 0;
@@ -105,7 +110,6 @@ void run_step(benchmark::State& state, const ModelShape& shape, Mode mode, Targe
     }
   }
   std::sort(per_step.begin(), per_step.end());
-  const double flops = step_flops(shape, batch, mode);
   state.counters["FLOPs"] = flops;
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * steps, benchmark::Counter::kIsRate);
   state.counters["median_ms"] = per_step.empty() ? 0 : per_step[per_step.size() / 2];
@@ -126,12 +130,18 @@ void register_all() {
     for (const ModelShape& shape : model_shapes())
       for (Mode mode : {Mode::Trainable, Mode::Frozen, Mode::ForwardOnly}) {
         const bool cpu = target.device.is_cpu();
-        if (!cpu && shape.name == "deep") continue;
+        if (!cpu && (shape.name == "deep" || shape.name == "cnn")) continue;
         if (target.tf32 && mode != Mode::Trainable) continue;
         const std::string name =
             "BM_Step/" + target.name + "/" + shape.name + "/" + mode_name(mode);
         auto* b = benchmark::RegisterBenchmark(name.c_str(), run_step, shape, mode, target);
         b->UseManualTime()->Unit(benchmark::kMicrosecond);
+        if (shape.is_conv()) {
+          b->Unit(benchmark::kMillisecond);
+          if (cpu) b->Arg(1)->Arg(32);
+          b->Arg(128);
+          continue;
+        }
         if (!cpu) {
           b->Arg(128)->Arg(4096);
           continue;

@@ -93,7 +93,7 @@ def measure(name, mode, batch, warmup, reps):
     if mode == "frozen":
         backbone.requires_grad_(False)
         backbone.eval()
-    if batch == 1:  # training-mode batch norm needs two values per channel (as bench_conv_step)
+    if batch == 1:  # training-mode batch norm needs two values per channel (as bench_step)
         backbone.eval()
     params = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)

@@ -99,6 +99,7 @@ void gemm_typed(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b
 void CpuBackend::gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
                       const void* a, const void* b, double beta, void* c) {
   ++stats_.gemm_calls;
+  stats_.gemm_flops += 2 * m * n * k;
   dispatch_float(t, "gemm", [&]<typename T>(T*) {
     const T* ta_ = CLARENA_CTYPED(a);
     const T* tb_ = CLARENA_CTYPED(b);

@@ -186,6 +186,7 @@ void CudaBackend::gemm(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n
     throw DTypeError("gemm (cuda): int64 is not supported, expected float32 or float64");
   }
   ++stats_.gemm_calls;
+  stats_.gemm_flops += 2 * m * n * k;
   ++stats_.kernel_launches;
 }
 

@@ -89,6 +89,7 @@ class Counter {
 /// Device-side counters of work launched, read by tests and benchmarks.
 struct KernelStats {
   Counter gemm_calls;
+  Counter gemm_flops;       // 2·m·n·k of every GEMM: what a step multiplies, whatever its layers
   Counter kernel_launches;  // every kernel, GEMMs included
   Counter device_mallocs;   // calls into the device's raw allocator (cudaMalloc)
   Counter bytes_in_use;     // tensor storage currently allocated on the device
