@@ -199,7 +199,9 @@ Tiling tiling(int64_t panels_a, int64_t panels_b, int64_t kc) {
 }
 
 void run(const Problem& pr, ScratchPair& scratch) {
-  const int64_t k_blocks = ceil_div(pr.k, kMaxKC), kc_max = ceil_div(pr.k, k_blocks);
+  // Equal k blocks, on 8-element bounds so that the packing's 8×8 transposes cover them.
+  const int64_t k_blocks = ceil_div(pr.k, kMaxKC);
+  const int64_t kc_max = std::min(pr.k, ceil_div(ceil_div(pr.k, k_blocks), 8) * 8);
   const int64_t mc_max = std::min(pr.m, kMC), nc_max = std::min(pr.n, kNC);
   float* apack = scratch.a.get(static_cast<size_t>(ceil_div(mc_max, kMR) * kMR * kc_max));
   float* bpack = scratch.b.get(static_cast<size_t>(ceil_div(nc_max, kNR) * kNR * kc_max));
