@@ -1,8 +1,8 @@
 // CPU kernels of the convolution: im2col and its adjoint col2im over a batch of images, and the
-// outer-axes transpose conv2d moves its matrices with. im2col and col2im are split over the
-// (image, channel) pairs with the thread pool; a tile's size depends on the shape alone and each
-// pair is one fixed computation (col2im adds a channel's contributions in the order
-// (i, j, y, x)), so results are bitwise the same at any thread count.
+// outer-axes transpose conv2d moves its matrices with. im2col is split over the rows of the
+// columns matrix, each written from end to end across all images; col2im over the channels
+// (each adds a channel's contributions in the order (i, j, y, x)). A tile's size depends on the
+// shape alone, so results are bitwise the same at any thread count.
 #include <algorithm>
 #include <cstdint>
 
@@ -25,15 +25,10 @@ Geometry geometry(int64_t channels, int64_t height, int64_t width, int64_t kh, i
   return {channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow};
 }
 
-/// (Image, channel) pairs per tile: about 32k column entries of work, a function of the shape
-/// only.
-int64_t channel_tile(const Geometry& g) {
-  const int64_t per_channel = std::max<int64_t>(1, g.kh * g.kw * g.oh * g.ow);
-  return std::max<int64_t>(1, 32768 / per_channel);
-}
-
 /// Output rows narrower than this are written by one plain loop rather than fill / copy calls.
 constexpr int64_t kShortRow = 8;
+/// About this many column entries per task (a function of the shape only).
+constexpr int64_t kTaskEntries = 32768;
 
 /// The output columns x in [lo, hi) whose input column x * sw - pw + off lies inside [0, width).
 inline void valid_range(int64_t off, int64_t stride, int64_t size, int64_t out, int64_t& lo,
@@ -45,69 +40,70 @@ inline void valid_range(int64_t off, int64_t stride, int64_t size, int64_t out, 
   hi = std::clamp(hi, lo, out);
 }
 
-/// The columns of (image, channel) pairs q0 .. q1 (pair q: image q / channels, channel
-/// q % channels; `image` is the first image, columns of leading dimension ld).
+/// Rows r0 .. r1 of the columns (row r = (c, i, j)), each over all `images` side by side: the
+/// writes run along the row (images · plane entries), the reads stay in one channel's planes.
 template <typename T>
-void im2col_pairs(const Geometry& g, int64_t q0, int64_t q1, const T* image, int64_t ld,
-                  T* columns) {
-  const int64_t plane = g.oh * g.ow;
-  for (int64_t q = q0; q < q1; ++q) {
-    const int64_t n = q / g.channels, c = q - n * g.channels;
-    const T* src = image + q * g.height * g.width;
-    for (int64_t i = 0; i < g.kh; ++i)
-      for (int64_t j = 0; j < g.kw; ++j) {
-        T* row = columns + ((c * g.kh + i) * g.kw + j) * ld + n * plane;
-        const int64_t xoff = j * g.dw - g.pw;
-        int64_t xlo, xhi;
-        valid_range(xoff, g.sw, g.width, g.ow, xlo, xhi);
-        for (int64_t y = 0; y < g.oh; ++y) {
-          T* out = row + y * g.ow;
-          const int64_t iy = y * g.sh - g.ph + i * g.dh;
-          // Columns lo .. hi read the image, src[base + x * sw] (never outside it); the others
-          // are padding.
-          const bool row_in = iy >= 0 && iy < g.height;
-          const int64_t lo = row_in ? xlo : 0, hi = row_in ? xhi : 0;
-          const int64_t base = iy * g.width + xoff;
-          if (g.ow < kShortRow) {
-            // Short rows (ResNet's 7×7 down to 1×1 planes): one loop, no call per row.
-            for (int64_t x = 0; x < g.ow; ++x)
-              out[x] = x >= lo && x < hi ? src[base + x * g.sw] : T(0);
-            continue;
-          }
-          std::fill(out, out + lo, T(0));
-          if (g.sw == 1 && hi > lo)
-            std::copy(src + base + lo, src + base + hi, out + lo);
-          else
-            for (int64_t x = lo; x < hi; ++x)
-              out[x] = src[base + x * g.sw];
-          std::fill(out + hi, out + g.ow, T(0));
+void im2col_rows(const Geometry& g, int64_t images, int64_t r0, int64_t r1, const T* image,
+                 int64_t ld, T* columns) {
+  const int64_t plane = g.oh * g.ow, image_size = g.channels * g.height * g.width;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / (g.kh * g.kw), i = r / g.kw % g.kh, j = r % g.kw;
+    const int64_t xoff = j * g.dw - g.pw;
+    int64_t xlo, xhi;
+    valid_range(xoff, g.sw, g.width, g.ow, xlo, xhi);
+    for (int64_t n = 0; n < images; ++n) {
+      const T* src = image + n * image_size + c * g.height * g.width;
+      T* out = columns + r * ld + n * plane;
+      for (int64_t y = 0; y < g.oh; ++y, out += g.ow) {
+        const int64_t iy = y * g.sh - g.ph + i * g.dh;
+        // Columns lo .. hi read the image, src[base + x * sw] (never outside it); the others
+        // are padding.
+        const bool row_in = iy >= 0 && iy < g.height;
+        const int64_t lo = row_in ? xlo : 0, hi = row_in ? xhi : 0;
+        const int64_t base = iy * g.width + xoff;
+        if (g.ow < kShortRow) {  // ResNet's 7×7 down to 1×1 planes: one loop, no call per row
+          for (int64_t x = 0; x < g.ow; ++x)
+            out[x] = x >= lo && x < hi ? src[base + x * g.sw] : T(0);
+          continue;
         }
+        std::fill(out, out + lo, T(0));
+        if (g.sw == 1 && hi > lo)
+          std::copy(src + base + lo, src + base + hi, out + lo);
+        else
+          for (int64_t x = lo; x < hi; ++x)
+            out[x] = src[base + x * g.sw];
+        std::fill(out + hi, out + g.ow, T(0));
       }
+    }
   }
 }
 
-/// The adjoint of im2col_pairs: writes the (image, channel) planes q0 .. q1.
+/// The adjoint of im2col_rows for channels c0 .. c1 of every image: each plane is zeroed, then
+/// gets its entries added in the order (i, j, y, x), as on the GPU.
 template <typename T>
-void col2im_pairs(const Geometry& g, int64_t q0, int64_t q1, const T* columns, int64_t ld,
-                  T* image) {
-  const int64_t plane = g.oh * g.ow;
-  for (int64_t q = q0; q < q1; ++q) {
-    const int64_t n = q / g.channels, c = q - n * g.channels;
-    T* dst = image + q * g.height * g.width;
-    std::fill(dst, dst + g.height * g.width, T(0));
+void col2im_channels(const Geometry& g, int64_t images, int64_t c0, int64_t c1, const T* columns,
+                     int64_t ld, T* image) {
+  const int64_t plane = g.oh * g.ow, hw = g.height * g.width, image_size = g.channels * hw;
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t n = 0; n < images; ++n)
+      std::fill_n(image + n * image_size + c * hw, hw, T(0));
     for (int64_t i = 0; i < g.kh; ++i)
       for (int64_t j = 0; j < g.kw; ++j) {
-        const T* row = columns + ((c * g.kh + i) * g.kw + j) * ld + n * plane;
+        const T* row = columns + ((c * g.kh + i) * g.kw + j) * ld;
         const int64_t xoff = j * g.dw - g.pw;
         int64_t xlo, xhi;
         valid_range(xoff, g.sw, g.width, g.ow, xlo, xhi);
-        for (int64_t y = 0; y < g.oh; ++y) {
-          const int64_t iy = y * g.sh - g.ph + i * g.dh;
-          if (iy < 0 || iy >= g.height) continue;
-          const T* in = row + y * g.ow;
-          const int64_t base = iy * g.width + xoff;
-          for (int64_t x = xlo; x < xhi; ++x)
-            dst[base + x * g.sw] += in[x];
+        for (int64_t n = 0; n < images; ++n) {
+          T* dst = image + n * image_size + c * hw;
+          const T* in_plane = row + n * plane;
+          for (int64_t y = 0; y < g.oh; ++y) {
+            const int64_t iy = y * g.sh - g.ph + i * g.dh;
+            if (iy < 0 || iy >= g.height) continue;
+            const T* in = in_plane + y * g.ow;
+            const int64_t base = iy * g.width + xoff;
+            for (int64_t x = xlo; x < xhi; ++x)
+              dst[base + x * g.sw] += in[x];
+          }
         }
       }
   }
@@ -122,9 +118,12 @@ void CpuBackend::im2col(DType t, int64_t images, int64_t channels, int64_t heigh
   const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
                               pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "im2col", [&]<typename T>(T*) {
-    parallel_tiles(images * channels, channel_tile(g), [&](int64_t lo, int64_t hi) {
-      im2col_pairs(g, lo, hi, CLARENA_CTYPED(image), columns_ld, CLARENA_TYPED(columns));
-    });
+    const int64_t row_entries = std::max<int64_t>(1, images * g.oh * g.ow);
+    parallel_tiles(channels * kernel_h * kernel_w, std::max<int64_t>(1, kTaskEntries / row_entries),
+                   [&](int64_t lo, int64_t hi) {
+                     im2col_rows(g, images, lo, hi, CLARENA_CTYPED(image), columns_ld,
+                                 CLARENA_TYPED(columns));
+                   });
   });
 }
 
@@ -135,9 +134,12 @@ void CpuBackend::col2im(DType t, int64_t images, int64_t channels, int64_t heigh
   const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
                               pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "col2im", [&]<typename T>(T*) {
-    parallel_tiles(images * channels, channel_tile(g), [&](int64_t lo, int64_t hi) {
-      col2im_pairs(g, lo, hi, CLARENA_CTYPED(columns), columns_ld, CLARENA_TYPED(image));
-    });
+    const int64_t channel_entries = std::max<int64_t>(1, images * g.kh * g.kw * g.oh * g.ow);
+    parallel_tiles(channels, std::max<int64_t>(1, kTaskEntries / channel_entries),
+                   [&](int64_t lo, int64_t hi) {
+                     col2im_channels(g, images, lo, hi, CLARENA_CTYPED(columns), columns_ld,
+                                     CLARENA_TYPED(image));
+                   });
   });
 }
 
