@@ -388,6 +388,123 @@ TEST(Threads, SeveralUserThreadsGetCorrectProducts) {
   });
 }
 
+// A weight that takes no gradient (a frozen layer, or no_grad) stays packed between Linear
+// forwards (gemm_reusing_b) while its version holds. Every write must be seen.
+std::vector<float> fresh_linear(const Tensor& x, const Tensor& w) {
+  std::vector<float> y(static_cast<size_t>(x.size(0) * w.size(0)));
+  const auto xs = x.to_vector<float>(), ws = w.to_vector<float>();
+  kernels::cpu_backend().gemm(DType::Float32, false, true, x.size(0), w.size(0), x.size(1), 1.0,
+                              xs.data(), ws.data(), 0.0, y.data());
+  return y;
+}
+
+int64_t packed_reuses() {
+  return kernels::cpu_backend().stats().packed_reuses;
+}
+
+#ifdef __AVX512F__
+constexpr bool kPacksWeights = true;  // the AVX-512 GEMM keeps packed weights
+#else
+constexpr bool kPacksWeights = false;
+#endif
+
+TEST(PackedWeights, FrozenLinearReusesItsPackedWeightWithTheSameBits) {
+  Generator gen(5);
+  const Tensor x = Tensor::uniform({67, 300}, -1, 1, gen);
+  const Tensor w = Tensor::uniform({257, 300}, -1, 1, gen);  // frozen: no grad
+  const auto expected = fresh_linear(x, w);
+  const int64_t before = packed_reuses();
+  EXPECT_TRUE(same_bits(linear(x, w).to_vector<float>(), expected));
+  EXPECT_TRUE(same_bits(linear(x, w).to_vector<float>(), expected));
+  EXPECT_TRUE(same_bits(linear_relu(x, w, Tensor::zeros({257})).to_vector<float>(),
+                        relu(Tensor::from_vector(expected, {67, 257})).to_vector<float>()));
+  EXPECT_EQ(packed_reuses() - before, kPacksWeights ? 2 : 0);
+  // A weight that trains is packed afresh by every product (its gradient flows).
+  const Tensor trained = w.clone().requires_grad_();
+  const int64_t trained_before = packed_reuses();
+  linear(x, trained);
+  linear(x, trained);
+  EXPECT_EQ(packed_reuses(), trained_before);
+}
+
+TEST(PackedWeights, EveryWriteToTheWeightIsSeen) {
+  Generator gen(6);
+  const Tensor x = Tensor::uniform({40, 96}, -1, 1, gen);
+  Tensor w = Tensor::uniform({64, 96}, -1, 1, gen);
+  auto check = [&](const char* after) {
+    linear(x, w);  // packs (or reuses) the current weight
+    EXPECT_TRUE(same_bits(linear(x, w).to_vector<float>(), fresh_linear(x, w))) << after;
+  };
+  check("first use");
+  w.copy_(Tensor::uniform({64, 96}, -1, 1, gen));
+  check("copy_");
+  w.data<float>()[5] = 3.0f;
+  check("a write through data<float>()");
+  static_cast<float*>(w.raw())[7] = -2.0f;
+  w.bump_version();
+  check("a write through raw() and bump_version()");
+  {  // an optimizer step on a weight evaluated under no_grad
+    w.requires_grad_(true);
+    Tensor loss = sum(linear(x, w));
+    loss.backward();
+    optim::SGD sgd({w}, {.lr = 0.1});
+    sgd.step();
+    autograd::NoGradGuard no_grad;
+    check("an SGD step");
+  }
+  {
+    optim::Adam adam({w}, {.lr = 0.1});
+    Tensor loss = sum(linear(x, w));
+    loss.backward();
+    adam.step();
+    autograd::NoGradGuard no_grad;
+    check("an Adam step");
+  }
+}
+
+TEST(PackedWeights, FreedWeightsLeaveNothingBehind) {
+  // Weights made and dropped in turn may reuse the same memory: each product must see its own.
+  Generator gen(7);
+  const Tensor x = Tensor::uniform({32, 128}, -1, 1, gen);
+  for (int round = 0; round < 6; ++round) {
+    const Tensor w = Tensor::uniform({96, 128}, -1, 1, gen);
+    linear(x, w);
+    EXPECT_TRUE(same_bits(linear(x, w).to_vector<float>(), fresh_linear(x, w))) << round;
+  }
+}
+
+TEST(PackedWeights, SeveralUserThreadsShareFrozenWeights) {
+  constexpr int kUsers = 4, kRounds = 30;
+  Generator gen(8);
+  const Tensor w = Tensor::uniform({257, 300}, -1, 1, gen);
+  std::vector<Tensor> x;
+  std::vector<std::vector<float>> expected;
+  for (int u = 0; u < kUsers; ++u) {
+    x.push_back(Tensor::uniform({33 + u, 300}, -1, 1, gen));
+    expected.push_back(fresh_linear(x.back(), w));
+  }
+  at_threads(3, [&] {
+    std::vector<int> wrong(kUsers, 0);
+    std::vector<std::thread> users;
+    for (int u = 0; u < kUsers; ++u)
+      users.emplace_back([&, u] {
+        for (int r = 0; r < kRounds; ++r) {
+          // Another weight of the same shape now and then: entries come and go under the others.
+          if (r % 7 == u) {
+            Generator own(static_cast<uint64_t>(100 * u + r));
+            linear(x[u], Tensor::uniform({257, 300}, -1, 1, own));
+          }
+          if (!same_bits(linear(x[u], w).to_vector<float>(), expected[u])) ++wrong[u];
+        }
+      });
+    for (auto& t : users)
+      t.join();
+    for (int u = 0; u < kUsers; ++u)
+      EXPECT_EQ(wrong[u], 0) << "user thread " << u;
+    return 0;
+  });
+}
+
 TEST(Embedding, TheLibraryLeavesTheHostsAllocatorAlone) {
 #if !defined(__GLIBC__) || defined(CLARENA_FOREIGN_MALLOC)
   GTEST_SKIP() << "needs glibc's own malloc";

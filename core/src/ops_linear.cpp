@@ -17,6 +17,16 @@ Tensor gemm(const Tensor& a, const Tensor& b, bool ta, bool tb, int64_t m, int64
   return out;
 }
 
+/// y = x · wᵀ for the forward of linear: when w takes no gradient from this product (a frozen
+/// layer, or no_grad), the backend may keep w packed between calls while its version holds.
+Tensor linear_product(const Tensor& x, const Tensor& w) {
+  if (autograd::needs_grad(w)) return gemm(x, w, false, true, x.size(0), w.size(0), x.size(1));
+  Tensor out = Tensor::empty({x.size(0), w.size(0)}, x.dtype(), x.device());
+  backend(x).gemm_reusing_b(x.dtype(), false, true, x.size(0), w.size(0), x.size(1), 1.0, x.raw(),
+                            w.raw(), 0.0, out.raw(), w.version());
+  return out;
+}
+
 void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& b) {
   detail::check_inputs(op, {x, w, b});
   detail::check_float(op, x);
@@ -80,7 +90,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_linear("linear", x, w, b);
-  Tensor y = gemm(x, w, false, true, x.size(0), w.size(0), x.size(1));
+  Tensor y = linear_product(x, w);
   if (b.defined())
     backend(y).binary(kernels::Binary::Add, kernels::Broadcast::RowB, y.dtype(), y.size(0),
                       y.size(1), y.raw(), b.raw(), y.raw());
@@ -94,7 +104,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_linear("linear_relu", x, w, b);
   if (!b.defined()) return relu(linear(x, w, b));
-  Tensor y = gemm(x, w, false, true, x.size(0), w.size(0), x.size(1));
+  Tensor y = linear_product(x, w);
   backend(y).bias_relu(y.dtype(), y.size(0), y.size(1), b.raw(), y.raw());
   if (!autograd::any_needs_grad({x, w, b})) return y;
   auto node = linear_node("linear_relu", x, w, b, y);

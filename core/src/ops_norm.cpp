@@ -104,6 +104,10 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                      " to estimate a variance, got shape " + shape_str(x.shape()));
   Tensor save_mean = Tensor::empty({cols}, x.dtype(), x.device());
   Tensor save_invstd = Tensor::empty({cols}, x.dtype(), x.device());
+  if (any) {
+    running_mean.bump_version();
+    running_var.bump_version();
+  }
   if (any)
     be.batch_norm_train(x.dtype(), rows, cols, inner, x.raw(), gamma.raw(), beta.raw(), eps,
                         momentum, running_mean.raw(), running_var.raw(), y.raw(), save_mean.raw(),

@@ -45,6 +45,7 @@ void sgd_update_(const Tensor& param, const Tensor& grad, const Tensor& momentum
                      " needs a momentum buffer, got an undefined tensor");
   const kernels::SGDParams k{u.lr,           u.momentum, u.dampening,
                              u.weight_decay, u.nesterov, u.first_step};
+  param.bump_version();
   detail::backend(param).sgd_update(param.dtype(), param.numel(), param.raw(), grad.raw(),
                                     momentum_buf.defined() ? momentum_buf.raw() : nullptr, k);
 }
@@ -63,6 +64,7 @@ void adam_update_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg
   backend.axpby(DType::Float64, 1, 1.0, one.raw(), 1.0, step.raw());  // step += 1
   const kernels::AdamParams k{u.lr,  u.beta1,        u.beta2,
                               u.eps, u.weight_decay, static_cast<const double*>(step.raw())};
+  param.bump_version();
   backend.adam_update(param.dtype(), param.numel(), param.raw(), grad.raw(), exp_avg.raw(),
                       exp_avg_sq.raw(), k);
 }

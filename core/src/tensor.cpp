@@ -49,8 +49,21 @@ void host_copy_failed(const Tensor& t) {
 }
 }  // namespace detail
 
-Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
+namespace {
+/// Versions are drawn from one counter, so no two storages ever share one.
+uint64_t next_version() {
+  static std::atomic<uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace
+
+Storage::Storage(size_t bytes_, Device device_)
+    : bytes(bytes_), device(device_), version(next_version()) {
   data = kernels::backend_for(device).allocate(bytes);
+}
+
+void Tensor::bump_version() const {
+  impl().storage->version.store(next_version(), std::memory_order_release);
 }
 
 Storage::~Storage() {
@@ -207,6 +220,7 @@ Tensor Tensor::detach() const {
 void Tensor::copy_(const Tensor& src) {
   if (src.shape() != shape() || src.dtype() != dtype())
     throw ShapeError("copy_: source " + src.str() + " does not match destination " + str());
+  bump_version();
   if (src.device() == device()) {
     kernels::backend_for(device()).copy(raw(), src.raw(), nbytes());
   } else if (src.device().is_cpu()) {

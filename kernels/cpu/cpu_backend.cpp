@@ -21,6 +21,7 @@ void* CpuBackend::allocate(size_t bytes) {
   return p;
 }
 void CpuBackend::deallocate(void* ptr, size_t bytes) {
+  forget_packed(ptr);
   stats_.on_deallocate(bytes);
   std::free(ptr);
 }

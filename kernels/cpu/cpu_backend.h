@@ -25,6 +25,11 @@ class CpuBackend final : public Backend {
   // gemm.cpp
   void gemm(DType, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
             const void* a, const void* b, double beta, void* c) override;
+  void gemm_reusing_b(DType, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      double alpha, const void* a, const void* b, double beta, void* c,
+                      uint64_t b_version) override;
+  /// Drops the packed copies of B that start at `ptr` (its memory is being freed).
+  void forget_packed(const void* ptr);
 
   // elementwise.cpp
   void binary(Binary, Broadcast, DType, int64_t rows, int64_t cols, const void* a, const void* b,

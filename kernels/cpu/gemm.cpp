@@ -2,7 +2,11 @@
 // (sgemm.cpp) where the build has it; the rest, and float64, to Eigen split over the thread pool.
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <type_traits>
 
 #include "../dispatch.h"
@@ -94,6 +98,81 @@ void gemm_typed(int64_t m, int64_t n, int64_t k, T alpha, const T* a, const T* b
   });
 }
 
+#ifdef CLARENA_HAVE_SGEMM
+/// Packed copies of weights that do not change between products, keyed by where B lives, its
+/// version, and the product's shape. Least recently used first out above kCapacity; an entry
+/// goes when its version moves (a new version is packed afresh) or its memory is freed.
+class PackedWeights {
+ public:
+  static constexpr size_t kCapacity = size_t{64} << 20;
+
+  /// The packed B for this key, packing it on a miss; `reused` tells which.
+  std::shared_ptr<const PackedB> get(const void* b, uint64_t version, bool tb, int64_t n, int64_t k,
+                                     bool& reused) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it)
+        if (it->b == b && it->version == version && it->tb == tb && it->n == n && it->k == k) {
+          entries_.splice(entries_.begin(), entries_, it);
+          reused = true;
+          return it->packed;
+        }
+    }
+    reused = false;
+    auto packed = std::make_shared<const PackedB>(tb, n, k, static_cast<const float*>(b));
+    std::lock_guard<std::mutex> lock(mu_);
+    erase_locked(b);  // an older version, or another shape, of the same memory
+    entries_.push_front({b, version, tb, n, k, packed});
+    bytes_ += packed->bytes();
+    while (bytes_ > kCapacity && entries_.size() > 1) {
+      bytes_ -= entries_.back().packed->bytes();
+      entries_.pop_back();
+    }
+    count_.store(entries_.size(), std::memory_order_relaxed);
+    return packed;
+  }
+
+  /// Drops every entry of the memory at b (about to be freed). Cheap when nothing is cached.
+  void forget(const void* b) noexcept {
+    if (count_.load(std::memory_order_relaxed) == 0) return;
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      erase_locked(b);
+    } catch (...) {  // a lock that cannot be taken leaves the entry to the LRU order
+    }
+  }
+
+ private:
+  struct Entry {
+    const void* b;
+    uint64_t version;
+    bool tb;
+    int64_t n, k;
+    std::shared_ptr<const PackedB> packed;
+  };
+  void erase_locked(const void* b) {
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (it->b != b) {
+        ++it;
+        continue;
+      }
+      bytes_ -= it->packed->bytes();
+      it = entries_.erase(it);
+    }
+    count_.store(entries_.size(), std::memory_order_relaxed);
+  }
+  std::mutex mu_;
+  std::list<Entry> entries_;
+  size_t bytes_ = 0;
+  std::atomic<size_t> count_{0};
+};
+
+PackedWeights& packed_weights() {
+  static auto* cache = new PackedWeights();  // never destroyed: tensors may outlive statics
+  return *cache;
+}
+#endif
+
 }  // namespace
 
 void CpuBackend::gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
@@ -113,6 +192,30 @@ void CpuBackend::gemm(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k
     else
       gemm_typed<T, false, false>(m, n, k, T(alpha), ta_, tb_, T(beta), tc);
   });
+}
+
+void CpuBackend::gemm_reusing_b(DType t, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                                double alpha, const void* a, const void* b, double beta, void* c,
+                                uint64_t b_version) {
+#ifdef CLARENA_HAVE_SGEMM
+  if (t == DType::Float32 && sgemm_suits(m, n, k)) {
+    ++stats_.gemm_calls;
+    stats_.gemm_flops += 2 * m * n * k;
+    bool reused = false;
+    const auto packed = packed_weights().get(b, b_version, tb, n, k, reused);
+    if (reused) ++stats_.packed_reuses;
+    return sgemm_packed(ta, m, static_cast<float>(alpha), static_cast<const float*>(a), *packed,
+                        static_cast<float>(beta), static_cast<float*>(c));
+  }
+#endif
+  (void)b_version;
+  gemm(t, ta, tb, m, n, k, alpha, a, b, beta, c);
+}
+
+void CpuBackend::forget_packed([[maybe_unused]] const void* ptr) {
+#ifdef CLARENA_HAVE_SGEMM
+  packed_weights().forget(ptr);
+#endif
 }
 
 }  // namespace clarena::kernels::cpu

@@ -46,6 +46,7 @@ class Scratch {
     }
     return data_.get();
   }
+  const float* data() const { return data_.get(); }
 
  private:
   static constexpr std::align_val_t kAlign{64};
@@ -198,23 +199,38 @@ Tiling tiling(int64_t panels_a, int64_t panels_b, int64_t kc) {
   return {ta, tb, ceil_div(panels_a, ta), ceil_div(panels_b, tb)};
 }
 
-void run(const Problem& pr, ScratchPair& scratch) {
-  // Equal k blocks, on 8-element bounds so that the packing's 8×8 transposes cover them.
-  const int64_t k_blocks = ceil_div(pr.k, kMaxKC);
-  const int64_t kc_max = std::min(pr.k, ceil_div(ceil_div(pr.k, k_blocks), 8) * 8);
+/// The k block length: equal blocks of at most kMaxKC, on 8-element bounds so that the packing's
+/// 8×8 transposes cover them. A function of k alone.
+int64_t k_block(int64_t k) {
+  return std::min(k, ceil_div(ceil_div(k, ceil_div(k, kMaxKC)), 8) * 8);
+}
+
+/// Where the panels of column block jc, k block pc start in a whole packed op(B): blocks in
+/// column-block order, each k block round_up(nc, kNR) × kc floats.
+int64_t packed_b_offset(int64_t n, int64_t k, int64_t jc, int64_t pc) {
+  return jc * k + ceil_div(std::min(kNC, n - jc), kNR) * kNR * pc;
+}
+
+/// The GEMM, op(B) packed here block by block, or read from `prepacked` (all of it, as PackedB
+/// lays it out for this shape) when given.
+void run(const Problem& pr, ScratchPair& scratch, const float* prepacked) {
+  const int64_t kc_max = k_block(pr.k);
   const int64_t mc_max = std::min(pr.m, kMC), nc_max = std::min(pr.n, kNC);
   float* apack = scratch.a.get(static_cast<size_t>(ceil_div(mc_max, kMR) * kMR * kc_max));
-  float* bpack = scratch.b.get(static_cast<size_t>(ceil_div(nc_max, kNR) * kNR * kc_max));
+  float* bscratch = prepacked
+                        ? nullptr
+                        : scratch.b.get(static_cast<size_t>(ceil_div(nc_max, kNR) * kNR * kc_max));
   for (int64_t jc = 0; jc < pr.n; jc += kNC) {
     const int64_t nc = std::min(kNC, pr.n - jc), panels_b = ceil_div(nc, kNR);
     for (int64_t pc = 0; pc < pr.k; pc += kc_max) {
       const int64_t kc = std::min(kc_max, pr.k - pc);
       const float beta = pc == 0 ? pr.beta : 1.0f;
+      const float* bpack = prepacked ? prepacked + packed_b_offset(pr.n, pr.k, jc, pc) : bscratch;
       for (int64_t ic = 0; ic < pr.m; ic += kMC) {
         const int64_t mc = std::min(kMC, pr.m - ic), panels_a = ceil_div(mc, kMR);
         // Pack: A's panels, and B's with the first row block. Copies only: any split gives the
         // same panels.
-        const int64_t pack_b = ic == 0 ? panels_b : 0, panels = panels_a + pack_b;
+        const int64_t pack_b = ic == 0 && !prepacked ? panels_b : 0, panels = panels_a + pack_b;
         const int64_t per_task = std::max<int64_t>(1, kPackTaskFloats / (kc * kNR));
         parallel_tiles(panels, per_task, [&](int64_t lo, int64_t hi) {
           for (int64_t q = lo; q < hi; ++q) {
@@ -223,7 +239,8 @@ void run(const Problem& pr, ScratchPair& scratch) {
               pr.pack_a(ic + i, std::min(kMR, mc - i), pc, kc, apack + q * kMR * kc);
             } else {
               const int64_t j = (q - panels_a) * kNR;
-              pr.pack_b(jc + j, std::min(kNR, nc - j), pc, kc, bpack + (q - panels_a) * kNR * kc);
+              pr.pack_b(jc + j, std::min(kNR, nc - j), pc, kc,
+                        bscratch + (q - panels_a) * kNR * kc);
             }
           }
         });
@@ -261,6 +278,24 @@ bool sgemm_suits(int64_t m, int64_t n, int64_t k) {
   return m >= 2 * kMR && n >= kNR && k >= 8;
 }
 
+namespace {
+
+void run_on_this_thread(const Problem& problem, const float* prepacked) {
+  thread_local ScratchPair scratch;
+  if (scratch.busy) {  // a GEMM called from inside a GEMM's task on this thread
+    ScratchPair own;
+    return run(problem, own, prepacked);
+  }
+  struct Claim {
+    bool& busy;
+    explicit Claim(bool& b) : busy(b) { busy = true; }
+    ~Claim() { busy = false; }
+  } claim(scratch.busy);
+  run(problem, scratch, prepacked);
+}
+
+}  // namespace
+
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            const float* b, float beta, float* c) {
   if (m <= 0 || n <= 0) return;
@@ -269,18 +304,38 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
       c[i] = beta == 0.0f ? 0.0f : beta * c[i];
     return;
   }
-  const Problem problem{trans_a, trans_b, m, n, k, alpha, beta, a, b, c};
-  thread_local ScratchPair scratch;
-  if (scratch.busy) {  // a GEMM called from inside a GEMM's task on this thread
-    ScratchPair own;
-    return run(problem, own);
-  }
-  struct Claim {
-    bool& busy;
-    explicit Claim(bool& b) : busy(b) { busy = true; }
-    ~Claim() { busy = false; }
-  } claim(scratch.busy);
-  run(problem, scratch);
+  run_on_this_thread({trans_a, trans_b, m, n, k, alpha, beta, a, b, c}, nullptr);
+}
+
+struct PackedB::Panels {
+  Scratch floats;
+};
+
+PackedB::PackedB(bool trans_b, int64_t n, int64_t k, const float* b)
+    : trans_b_(trans_b), n_(n), k_(k), panels_(std::make_unique<Panels>()) {
+  const int64_t kc_max = k_block(k), last = (n - 1) / kNC * kNC;
+  floats_ = static_cast<size_t>(packed_b_offset(n, k, last, 0) + ceil_div(n - last, kNR) * kNR * k);
+  float* dst = panels_->floats.get(floats_);
+  const Problem pr{false, trans_b, 1, n, k, 1.0f, 0.0f, nullptr, b, nullptr};
+  // Every (panel, k block), each where run() reads it: the panels sgemm packs one block at a time.
+  const int64_t panels = ceil_div(n, kNR), blocks = ceil_div(k, kc_max);
+  parallel_tiles(panels * blocks, 8, [&](int64_t lo, int64_t hi) {
+    for (int64_t q = lo; q < hi; ++q) {
+      const int64_t j = q / blocks * kNR, pc = q % blocks * kc_max;
+      const int64_t jc = j / kNC * kNC, kc = std::min(kc_max, k - pc);
+      pr.pack_b(j, std::min(kNR, n - j), pc, kc,
+                dst + packed_b_offset(n, k, jc, pc) + (j - jc) * kc);
+    }
+  });
+}
+
+PackedB::~PackedB() = default;
+
+void sgemm_packed(bool trans_a, int64_t m, float alpha, const float* a, const PackedB& b,
+                  float beta, float* c) {
+  if (m <= 0) return;
+  const Problem problem{trans_a, b.trans_b_, m, b.n_, b.k_, alpha, beta, a, nullptr, c};
+  run_on_this_thread(problem, b.panels_->floats.data());
 }
 
 }  // namespace clarena::kernels::cpu

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -40,6 +41,9 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
+  /// Moves (to a value no storage has had) at every write in place through the library: see
+  /// Tensor::version.
+  std::atomic<uint64_t> version;
 };
 
 struct TensorImpl {
@@ -88,10 +92,18 @@ class Tensor {
   Device device() const { return impl().storage->device; }
   std::string str() const;  // "float32[128, 10] on cpu"
 
+  /// The data, for the library's kernels. Writing through it is allowed only followed by
+  /// bump_version() (data<T>() bumps by itself).
   void* raw() const { return impl().storage->data; }
-  /// Typed pointer to the data; checks the element type (any device).
+  /// Typed pointer to the data; checks the element type (any device). Counts as a write: it
+  /// bumps the version.
   template <typename T>
   T* data() const;
+  /// Changes whenever the data is written in place (copy_, the optimizer updates, batch norm's
+  /// running statistics, data<T>(), bump_version), and is never the same for two storages: a
+  /// kernel may keep work derived from the data (a packed weight) while it stays the same.
+  uint64_t version() const { return impl().storage->version.load(std::memory_order_acquire); }
+  void bump_version() const;
   /// Copies the elements to the host (checks the element type).
   template <typename T>
   std::vector<T> to_vector() const;
@@ -149,6 +161,7 @@ constexpr DType dtype_of<int64_t>() {
 template <typename T>
 T* Tensor::data() const {
   check_dtype(*this, dtype_of<T>(), "Tensor::data");
+  bump_version();
   return static_cast<T*>(raw());
 }
 

@@ -90,6 +90,7 @@ class Counter {
 struct KernelStats {
   Counter gemm_calls;
   Counter gemm_flops;       // 2·m·n·k of every GEMM: what a step multiplies, whatever its layers
+  Counter packed_reuses;    // gemm_reusing_b calls served by a B packed on an earlier call
   Counter kernel_launches;  // every kernel, GEMMs included
   Counter device_mallocs;   // calls into the device's raw allocator (cudaMalloc)
   Counter bytes_in_use;     // tensor storage currently allocated on the device
@@ -130,6 +131,15 @@ class Backend {
   /// beta == 0 overwrites C (never reads it, so C may hold garbage).
   virtual void gemm(DType, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     double alpha, const void* a, const void* b, double beta, void* c) = 0;
+  /// gemm whose B is unchanged for as long as `b_version` is (its tensor's version, unique
+  /// across tensors): a backend may keep B packed from one call to the next, until the version
+  /// moves or B's memory is freed. The same result bits as gemm.
+  virtual void gemm_reusing_b(DType t, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                              double alpha, const void* a, const void* b, double beta, void* c,
+                              uint64_t b_version) {
+    (void)b_version;
+    gemm(t, trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
+  }
 
   // --- element-wise -------------------------------------------------------------------
   /// out = a (op) b over [rows, cols]; with RowA/RowB that operand is [cols]. out may alias a or b.
