@@ -43,6 +43,9 @@ const std::vector<ConvCase> kCases = {
     {"asymmetric", 1, 2, 6, 7, 2, 2, 3, {2, 1}, {0, 1}, {1, 2}, 1},
     {"depthwise", 2, 4, 4, 4, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 4},
     {"stride2_even_crop", 1, 2, 8, 8, 3, 3, 3, {2, 2}, {0, 0}, {1, 1}, 1},
+    // "Same" size with a kernel wider than the image: im2col's shifted-plane copy wraps past a
+    // whole row, and the padding columns must be cleared again.
+    {"same_kernel_wider_than_image", 2, 2, 3, 2, 2, 5, 5, {1, 1}, {2, 2}, {1, 1}, 1},
     // Small planes: the batch is one chunk, one im2col and one GEMM per group over all the images
     // (for a 1×1 kernel, x transposed to [C, N·H·W]); on the CPU a plane of 256 pixels or more
     // is one image per chunk (17×16). Batches of several chunks are below (kChunkCases).
