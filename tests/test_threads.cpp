@@ -357,6 +357,23 @@ TEST(Threads, SetNumThreadsRefusesZero) {
   EXPECT_GE(num_threads(), 1);
 }
 
+/// Runs rounds(u) on `users` user threads at once (the pool at 3 threads); each returns how
+/// many of its results were wrong, and none may be.
+template <typename Rounds>
+void expect_user_threads_right(int users, Rounds rounds) {
+  at_threads(3, [&] {
+    std::vector<int> wrong(static_cast<size_t>(users), 0);
+    std::vector<std::thread> threads;
+    for (int u = 0; u < users; ++u)
+      threads.emplace_back([&, u] { wrong[static_cast<size_t>(u)] = rounds(u); });
+    for (auto& t : threads)
+      t.join();
+    for (int u = 0; u < users; ++u)
+      EXPECT_EQ(wrong[static_cast<size_t>(u)], 0) << "user thread " << u;
+    return 0;
+  });
+}
+
 TEST(Threads, SeveralUserThreadsGetCorrectProducts) {
   // Four user threads at once, each with its own products above the split threshold, against
   // results computed beforehand on one thread: the pool runs one job, the others run inline.
@@ -370,21 +387,13 @@ TEST(Threads, SeveralUserThreadsGetCorrectProducts) {
     expected[u] = at_threads(1, [&] { return backend_gemm(false, false, s, a[u], b[u], 0, {}); });
   }
   const auto train_expected = at_threads(1, [] { return train_mlp(3, true); });
-  at_threads(3, [&] {
-    std::vector<int> wrong(kUsers, 0);
-    std::vector<std::thread> users;
-    for (int u = 0; u < kUsers; ++u)
-      users.emplace_back([&, u] {
-        for (int r = 0; r < kRounds; ++r) {
-          if (!same_bits(backend_gemm(false, false, s, a[u], b[u], 0, {}), expected[u])) ++wrong[u];
-          if (r % 10 == 0 && !same_bits(train_mlp(3, true), train_expected)) ++wrong[u];
-        }
-      });
-    for (auto& t : users)
-      t.join();
-    for (int u = 0; u < kUsers; ++u)
-      EXPECT_EQ(wrong[u], 0) << "user thread " << u;
-    return 0;
+  expect_user_threads_right(kUsers, [&](int u) {
+    int wrong = 0;
+    for (int r = 0; r < kRounds; ++r) {
+      if (!same_bits(backend_gemm(false, false, s, a[u], b[u], 0, {}), expected[u])) ++wrong;
+      if (r % 10 == 0 && !same_bits(train_mlp(3, true), train_expected)) ++wrong;
+    }
+    return wrong;
   });
 }
 
@@ -483,25 +492,17 @@ TEST(PackedWeights, SeveralUserThreadsShareFrozenWeights) {
     x.push_back(Tensor::uniform({33 + u, 300}, -1, 1, gen));
     expected.push_back(fresh_linear(x.back(), w));
   }
-  at_threads(3, [&] {
-    std::vector<int> wrong(kUsers, 0);
-    std::vector<std::thread> users;
-    for (int u = 0; u < kUsers; ++u)
-      users.emplace_back([&, u] {
-        for (int r = 0; r < kRounds; ++r) {
-          // Another weight of the same shape now and then: entries come and go under the others.
-          if (r % 7 == u) {
-            Generator own(static_cast<uint64_t>(100 * u + r));
-            linear(x[u], Tensor::uniform({257, 300}, -1, 1, own));
-          }
-          if (!same_bits(linear(x[u], w).to_vector<float>(), expected[u])) ++wrong[u];
-        }
-      });
-    for (auto& t : users)
-      t.join();
-    for (int u = 0; u < kUsers; ++u)
-      EXPECT_EQ(wrong[u], 0) << "user thread " << u;
-    return 0;
+  expect_user_threads_right(kUsers, [&](int u) {
+    int wrong = 0;
+    for (int r = 0; r < kRounds; ++r) {
+      // Another weight of the same shape now and then: entries come and go under the others.
+      if (r % 7 == u) {
+        Generator own(static_cast<uint64_t>(100 * u + r));
+        linear(x[u], Tensor::uniform({257, 300}, -1, 1, own));
+      }
+      if (!same_bits(linear(x[u], w).to_vector<float>(), expected[u])) ++wrong;
+    }
+    return wrong;
   });
 }
 
