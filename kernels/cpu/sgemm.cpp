@@ -4,7 +4,7 @@
 // through it. Transposed operands are handled by the packing (8×8 register transposes), so the
 // micro-kernel is the same for all four cases.
 //
-// Loops: columns in blocks of kNC, k in blocks of kc ≤ kMaxKC (the same blocks whatever the
+// Loops: columns in blocks of kNC, k in blocks of kc ≤ max_kc() (the same blocks whatever the
 // thread count: every C element adds its k products in the same order), rows in blocks of kMC;
 // each (k, row) block packs its panels in parallel, then computes its C tiles in parallel.
 // Within a tile the A micro-panel (8 × kc floats, ≤ 12 KiB) stays in L1 while the B panels
@@ -16,6 +16,8 @@
 #include <memory>
 #include <new>
 
+#include <unistd.h>
+
 #include "thread_pool.h"
 
 #ifdef CLARENA_HAVE_SGEMM
@@ -25,7 +27,6 @@ namespace clarena::kernels::cpu {
 namespace {
 
 constexpr int64_t kMR = 8, kNR = 32;
-constexpr int64_t kMaxKC = 384;
 constexpr int64_t kMC = 1024, kNC = 2048;  // packed blocks stay ≤ 1.5 MiB (A) and 3 MiB (B)
 constexpr double kMinTileFlops = 2e6;      // below this a C tile is not worth another task
 constexpr int64_t kTargetTiles = 16;
@@ -199,10 +200,26 @@ Tiling tiling(int64_t panels_a, int64_t panels_b, int64_t kc) {
   return {ta, tb, ceil_div(panels_a, ta), ceil_div(panels_b, tb)};
 }
 
-/// The k block length: equal blocks of at most kMaxKC, on 8-element bounds so that the packing's
-/// 8×8 transposes cover them. A function of k alone.
+/// The longest k block, from the L1 data cache this machine reports: an A micro-panel (8 × kc
+/// floats) fills 3/8 of it, so it stays there beside the B panel's stream and C's tile (384 for
+/// the 32 KiB of this Zen 4; 32 KiB is assumed where the system reports nothing). Fixed for
+/// the process: the same blocks, so the same bits, at every thread count on a machine type.
+int64_t max_kc() {
+  static const int64_t kc = [] {
+    long l1 = 0;
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+    l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+#endif
+    if (l1 <= 0) l1 = 32 << 10;
+    return std::clamp<int64_t>(int64_t{l1} * 3 / 8 / (kMR * 4) / 8 * 8, 64, 1024);
+  }();
+  return kc;
+}
+
+/// The k block length: equal blocks of at most max_kc(), on 8-element bounds so that the
+/// packing's 8×8 transposes cover them. A function of k (and the machine) alone.
 int64_t k_block(int64_t k) {
-  return std::min(k, ceil_div(ceil_div(k, ceil_div(k, kMaxKC)), 8) * 8);
+  return std::min(k, ceil_div(ceil_div(k, ceil_div(k, max_kc())), 8) * 8);
 }
 
 /// Where the panels of column block jc, k block pc start in a whole packed op(B): blocks in
