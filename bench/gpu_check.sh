@@ -25,8 +25,10 @@
 #               uninitialised read is visible
 #   bench_kernels   streaming kernels timed with CUDA events: GB/s, % of the measured copy
 #               bandwidth, % of the card's 4.8 TB/s
-#   bench_step  the default and wide MLP at batch 128 and 4096, steps back to back like PyTorch
-#   torch_step  PyTorch eager on the same steps, TF32 off
+#   bench_step  the default and wide MLP at batch 128 and 4096, and resnet18 at 128, steps back
+#               to back like PyTorch
+#   torch_step  PyTorch eager on the same steps, TF32 off; resnet18 with cuDNN off (issue 11's
+#               reference: within 1.2x) and on
 #
 # Results: at most 8 files under $OUT (or <build>/out): summary.md (rewritten after every part,
 # so a call cut short still returns everything done so far), build.log, tests.log, sanitize.log,
@@ -242,6 +244,11 @@ if s or t:
             f, fo = ours.get((model, "frozen", batch)), ours.get((model, "forward_only", batch))
             if f and fo:
                 print(f"\nours {model} batch {batch}: frozen / forward-only = {f / fo:.2f} (target <= 1.10)")
+    o, q = ours.get(("resnet18", "trainable", 128)), theirs.get(("resnet18", "trainable", 128))
+    qc = theirs.get(("resnet18_cudnn", "trainable", 128))
+    if o and q:
+        print(f"\nresnet18 trainable batch 128: ours / PyTorch (cuDNN off) = {o / q:.2f} (target <= 1.2)"
+              + (f"; ours / PyTorch (cuDNN on) = {o / qc:.2f}" if qc else ""))
 PY
     fi
     if [ -n "${VERDICT:-}" ]; then
@@ -510,7 +517,7 @@ exe=$(find_bin bench_step)
 t0=$SECONDS
 if [ -n "$exe" ]; then
   CLARENA_REQUIRE_CUDA=1 run 90 "$BENCH_LOG" "$exe" \
-    --benchmark_filter='^BM_Step/cuda/(default|wide)/' --benchmark_min_time=0.2 \
+    --benchmark_filter='^BM_Step/cuda/(default|wide|resnet18)/' --benchmark_min_time=0.2 \
     --benchmark_color=false --benchmark_out="$OUT/bench_step.json" --benchmark_out_format=json
   record bench_step "$(state_of "$LAST_RC" "$BENCH_LOG")" $((SECONDS - t0)) \
     "default and wide, batch 128 and 4096, TF32 off, groups of 10 steps back to back"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch eager reference for the MLP training step, timed on the GPU with CUDA events.
+"""PyTorch eager reference for bench_step's training steps, timed on the GPU with CUDA events.
 
 Mirrors bench_step / bench_libtorch: a backbone of Linear->ReLU layers (ReLU after every layer,
 the last one included), a Linear head, mean cross-entropy, SGD(lr=0.01, momentum=0.9).
@@ -7,6 +7,9 @@ the last one included), a Linear head, mean cross-entropy, SGD(lr=0.01, momentum
   models:  default  784 -> 256 -> 256, head 256 -> 10
            wide     1024 -> 4096 -> 4096, head 4096 -> 100
   batches: 128 and 4096
+  and resnet18 (torch_cpu_step.py's, on [128, 1, 28, 28], head 512 -> 10) at batch 128, with
+  cuDNN off (rows "resnet18": the reference for our im2col + cuBLAS convolutions) and on (rows
+  "resnet18_cudnn"); frozen also puts the backbone in eval mode, as bench_step does.
   modes:   trainable     forward + loss + backward + SGD step (zero_grad(set_to_none=True))
            frozen        backbone.requires_grad_(False); only the head is trained
            forward_only  torch.no_grad(): forward + loss
@@ -25,6 +28,8 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 try:
     import torch
     import torch.nn.functional as F
@@ -37,6 +42,19 @@ MODELS = {
     "wide": ([1024, 4096, 4096], 100),
 }
 MODES = ("trainable", "frozen", "forward_only")
+
+
+class Convnet(torch.nn.Module):
+    """torch_cpu_step.py's resnet18 backbone with a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        from torch_cpu_step import resnet18  # the CPU reference's model, not a second copy
+        self.backbone, features = resnet18()
+        self.head = torch.nn.Linear(features, 10)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
 
 
 class Mlp(torch.nn.Module):
@@ -52,13 +70,18 @@ class Mlp(torch.nn.Module):
 
 
 def time_config(model_name, batch, mode, groups, group, warmup, device):
-    widths, classes = MODELS[model_name]
     torch.manual_seed(0)
-    model = Mlp(widths, classes).to(device)
-    x = torch.randn(batch, widths[0], device=device)
+    if model_name == "resnet18":
+        model, classes = Convnet().to(device), 10
+        x = torch.randn(batch, 1, 28, 28, device=device)
+    else:
+        widths, classes = MODELS[model_name]
+        model = Mlp(widths, classes).to(device)
+        x = torch.randn(batch, widths[0], device=device)
     y = torch.randint(0, classes, (batch,), device=device)
     if mode == "frozen":
         model.backbone.requires_grad_(False)
+        model.backbone.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9) if mode != "forward_only" else None
 
@@ -122,6 +145,19 @@ def main():
                 print(f"{model_name:8} {batch:>6} {'on' if tf32 else 'off':>4} "
                       f"{t['trainable']:>13.4f} {t['frozen']:>10.4f} {t['forward_only']:>12.4f} "
                       f"{ratio:>13.3f}")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    for cudnn in (False, True):
+        torch.backends.cudnn.enabled = cudnn
+        name = "resnet18_cudnn" if cudnn else "resnet18"
+        t = {mode: time_config("resnet18", 128, mode, args.groups, args.group, args.warmup, device)
+             for mode in MODES}
+        ratio = t["frozen"] / t["trainable"]
+        rows.append({"model": name, "batch": 128, "tf32": False, "cudnn": cudnn,
+                     **{f"{m}_ms": t[m] for m in MODES}, "frozen_over_trainable": ratio})
+        print(f"{name:8} {128:>6} {'off':>4} {t['trainable']:>13.4f} {t['frozen']:>10.4f} "
+              f"{t['forward_only']:>12.4f} {ratio:>13.3f}")
+    torch.backends.cudnn.enabled = True
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(0),
