@@ -204,7 +204,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Conv, ::testing::ValuesIn(kCases), case_name);
 // --- batches of several chunks ----------------------------------------------------------------
 
 // conv2d cuts the batch into chunks (core/src/ops_conv.cpp, ConvGeometry::chunk). On the CPU: as
-// many images as keep the columns [C·kH·kW, images·H_out·W_out] within 2^18 = 262,144 elements,
+// many images as keep the columns [C·kH·kW, images·H_out·W_out] within 2^20 = 1,048,576 elements,
 // and one image per chunk for planes of 256 pixels or more. These shapes need several chunks,
 // most with a shorter last one (too large for a gradient check: the forward and the three
 // gradients are checked against the direct convolution and its adjoint).
@@ -214,16 +214,16 @@ struct ChunkCase {
 };
 
 const std::vector<ChunkCase> kChunkCases = {
-    // 576 rows × 64 pixels = 36,864 per image: chunks of 7, 7 + 7 + 1.
-    {{"chunks_7_7_1", 15, 64, 8, 8, 8, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1}, 7},
-    // 1200 × 36 = 43,200: chunks of 6, 6 + 3, three groups.
-    {{"chunks_groups_6_3", 9, 48, 6, 6, 6, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3}, 6},
-    // 288 × 49 = 14,112, stride 2: chunks of 18, 18 + 2.
-    {{"chunks_stride2_18_2", 20, 32, 14, 14, 4, 3, 3, {2, 2}, {1, 1}, {1, 1}, 1}, 18},
-    // 2520 × 24 = 60,480, dilated asymmetric 3×2 kernel: chunks of 4, 4 + 4 + 2.
-    {{"chunks_dilated_4_4_2", 10, 420, 7, 9, 5, 3, 2, {2, 1}, {1, 0}, {2, 1}, 1}, 4},
-    // 1×1, stride 1 (x transposed, no im2col): 256 × 25 = 6,400: chunks of 40, 40 + 1.
-    {{"chunks_1x1_groups_40_1", 41, 256, 5, 5, 4, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2}, 40},
+    // 576 rows × 64 pixels = 36,864 per image: chunks of 28, 28 + 28 + 4.
+    {{"chunks_28_28_4", 60, 64, 8, 8, 8, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1}, 28},
+    // 1200 × 36 = 43,200: chunks of 24, 24 + 12, three groups.
+    {{"chunks_groups_24_12", 36, 48, 6, 6, 6, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3}, 24},
+    // 288 × 49 = 14,112, stride 2: chunks of 74, 74 + 6.
+    {{"chunks_stride2_74_6", 80, 32, 14, 14, 4, 3, 3, {2, 2}, {1, 1}, {1, 1}, 1}, 74},
+    // 2520 × 24 = 60,480, dilated asymmetric 3×2 kernel: chunks of 17, 17 + 17 + 6.
+    {{"chunks_dilated_17_17_6", 40, 420, 7, 9, 5, 3, 2, {2, 1}, {1, 0}, {2, 1}, 1}, 17},
+    // 1×1, stride 1 (x transposed, no im2col): 256 × 25 = 6,400: chunks of 163, 163 + 1.
+    {{"chunks_1x1_groups_163_1", 164, 256, 5, 5, 4, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2}, 163},
     // A 16×16 plane (256 pixels): one image per chunk.
     {{"wide_plane_1_1_1", 3, 2, 16, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1}, 1},
 };
@@ -387,9 +387,9 @@ TEST_P(ConvThreads, BitwiseSameAsOneThread) {
       {"pointwise", 2, 64, 7, 7, 128, 1, 1, {1, 1}, {0, 0}, {1, 1}, 1},
       {"batched", 32, 128, 4, 4, 128, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
       {"batched_2x2", 32, 256, 2, 2, 256, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
-      {"chunks_7_7_1", 15, 64, 8, 8, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
-      {"chunks_groups_6_3", 9, 48, 6, 6, 12, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3},
-      {"chunks_1x1_40_1", 41, 256, 5, 5, 64, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
+      {"chunks_28_28_4", 60, 64, 8, 8, 32, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"chunks_groups_24_12", 36, 48, 6, 6, 12, 5, 5, {1, 1}, {2, 2}, {1, 1}, 3},
+      {"chunks_1x1_163_1", 164, 256, 5, 5, 64, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
   };
   for (const ConvCase& k : cases) {
     const std::vector<float> one = conv_run(1, k), many = conv_run(GetParam(), k);
