@@ -6,24 +6,13 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../conv_geometry.h"
 #include "../dispatch.h"
 #include "cpu_backend.h"
 #include "thread_pool.h"
 
 namespace clarena::kernels::cpu {
 namespace {
-
-/// The geometry of one im2col / col2im call.
-struct Geometry {
-  int64_t channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
-};
-
-Geometry geometry(int64_t channels, int64_t height, int64_t width, int64_t kh, int64_t kw,
-                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const int64_t oh = (height + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-  const int64_t ow = (width + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  return {channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow};
-}
 
 /// Output rows narrower than this are written by one plain loop rather than fill / copy calls.
 constexpr int64_t kShortRow = 8;
@@ -43,7 +32,7 @@ inline void valid_range(int64_t off, int64_t stride, int64_t size, int64_t out, 
 /// Rows r0 .. r1 of the columns (row r = (c, i, j)), each over all `images` side by side: the
 /// writes run along the row (images · plane entries), the reads stay in one channel's planes.
 template <typename T>
-void im2col_rows(const Geometry& g, int64_t images, int64_t r0, int64_t r1, const T* image,
+void im2col_rows(const ConvGeometry& g, int64_t images, int64_t r0, int64_t r1, const T* image,
                  int64_t ld, T* columns) {
   const int64_t plane = g.oh * g.ow, image_size = g.channels * g.height * g.width;
   for (int64_t r = r0; r < r1; ++r) {
@@ -81,8 +70,8 @@ void im2col_rows(const Geometry& g, int64_t images, int64_t r0, int64_t r1, cons
 /// The adjoint of im2col_rows for channels c0 .. c1 of every image: each plane is zeroed, then
 /// gets its entries added in the order (i, j, y, x), as on the GPU.
 template <typename T>
-void col2im_channels(const Geometry& g, int64_t images, int64_t c0, int64_t c1, const T* columns,
-                     int64_t ld, T* image) {
+void col2im_channels(const ConvGeometry& g, int64_t images, int64_t c0, int64_t c1,
+                     const T* columns, int64_t ld, T* image) {
   const int64_t plane = g.oh * g.ow, hw = g.height * g.width, image_size = g.channels * hw;
   for (int64_t c = c0; c < c1; ++c) {
     for (int64_t n = 0; n < images; ++n)
@@ -115,8 +104,8 @@ void CpuBackend::im2col(DType t, int64_t images, int64_t channels, int64_t heigh
                         int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
                         const void* image, int64_t columns_ld, void* columns) {
-  const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
-                              pad_h, pad_w, dilation_h, dilation_w);
+  const ConvGeometry g = conv_geometry(channels, height, width, kernel_h, kernel_w, stride_h,
+                                       stride_w, pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "im2col", [&]<typename T>(T*) {
     const int64_t row_entries = std::max<int64_t>(1, images * g.oh * g.ow);
     parallel_tiles(channels * kernel_h * kernel_w, std::max<int64_t>(1, kTaskEntries / row_entries),
@@ -131,8 +120,8 @@ void CpuBackend::col2im(DType t, int64_t images, int64_t channels, int64_t heigh
                         int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
                         const void* columns, int64_t columns_ld, void* image) {
-  const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
-                              pad_h, pad_w, dilation_h, dilation_w);
+  const ConvGeometry g = conv_geometry(channels, height, width, kernel_h, kernel_w, stride_h,
+                                       stride_w, pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "col2im", [&]<typename T>(T*) {
     const int64_t channel_entries = std::max<int64_t>(1, images * g.kh * g.kw * g.oh * g.ow);
     parallel_tiles(channels, std::max<int64_t>(1, kTaskEntries / channel_entries),

@@ -7,26 +7,16 @@
 // from it in the order (i, j); no atomics, so the result is bitwise the same run to run (the CPU
 // adds in the same per-element order: both are a plain sum over (i, j) of the same values).
 // transpose_outer: one thread per destination element.
+#include "../conv_geometry.h"
 #include "common.cuh"
 #include "cuda_backend.cuh"
 
 namespace clarena::kernels::cuda {
 namespace {
 
-struct Geometry {
-  int64_t channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
-};
-
-Geometry geometry(int64_t channels, int64_t height, int64_t width, int64_t kh, int64_t kw,
-                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const int64_t oh = (height + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-  const int64_t ow = (width + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  return {channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow};
-}
-
 template <typename T>
 __global__ void CLARENA_BOUNDS(kBlock)
-    im2col_kernel(Geometry g, int64_t images, const T* __restrict__ image, int64_t ld,
+    im2col_kernel(ConvGeometry g, int64_t images, const T* __restrict__ image, int64_t ld,
                   T* __restrict__ columns) {
   const int64_t plane = g.oh * g.ow, n = images * g.channels * plane;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
@@ -50,7 +40,7 @@ __global__ void CLARENA_BOUNDS(kBlock)
 
 template <typename T>
 __global__ void CLARENA_BOUNDS(kBlock)
-    col2im_kernel(Geometry g, int64_t images, const T* __restrict__ columns, int64_t ld,
+    col2im_kernel(ConvGeometry g, int64_t images, const T* __restrict__ columns, int64_t ld,
                   T* __restrict__ image) {
   const int64_t area = g.height * g.width, n = images * g.channels * area, plane = g.oh * g.ow;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
@@ -100,8 +90,8 @@ void CudaBackend::im2col(DType t, int64_t images, int64_t channels, int64_t heig
                          const void* image, int64_t columns_ld, void* columns) {
   Lock lock(*this);
   const Ctx& ctx = ctx_;
-  const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
-                              pad_h, pad_w, dilation_h, dilation_w);
+  const ConvGeometry g = conv_geometry(channels, height, width, kernel_h, kernel_w, stride_h,
+                                       stride_w, pad_h, pad_w, dilation_h, dilation_w);
   const int64_t n = images * g.channels * g.oh * g.ow;
   if (n <= 0 || g.kh * g.kw <= 0) return;
   dispatch_float(t, "im2col", [&]<typename T>(T*) {
@@ -117,8 +107,8 @@ void CudaBackend::col2im(DType t, int64_t images, int64_t channels, int64_t heig
                          const void* columns, int64_t columns_ld, void* image) {
   Lock lock(*this);
   const Ctx& ctx = ctx_;
-  const Geometry g = geometry(channels, height, width, kernel_h, kernel_w, stride_h, stride_w,
-                              pad_h, pad_w, dilation_h, dilation_w);
+  const ConvGeometry g = conv_geometry(channels, height, width, kernel_h, kernel_w, stride_h,
+                                       stride_w, pad_h, pad_w, dilation_h, dilation_w);
   const int64_t n = images * g.channels * g.height * g.width;
   if (n <= 0) return;
   dispatch_float(t, "col2im", [&]<typename T>(T*) {
