@@ -293,6 +293,42 @@ void conv(benchmark::State& state, ConvShape s, Device device, bool backward) {
       benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+/// The convnets' memory-bound layers at their shapes in a batch-128 step: max pooling and
+/// training-mode batch norm (BatchNorm2d), the forward alone or with its backward.
+struct LayerShape {
+  const char* name;
+  int64_t channels, size;
+  int64_t pool;  // 2: the cnn's 2x2 max pool; 3: resnet18's 3x3, stride 2, padding 1
+};
+
+void layer(benchmark::State& state, const std::string& op, LayerShape s, Device device,
+           bool backward) {
+  Backend& be = kernels::backend_for(device);
+  Tensor x = random({128, s.channels, s.size, s.size}, device, 1);
+  Tensor gamma = random({s.channels}, device, 2), beta = random({s.channels}, device, 3);
+  Tensor mean = Tensor::zeros({s.channels}, DType::Float32, device);
+  Tensor var = Tensor::ones({s.channels}, DType::Float32, device);
+  x.requires_grad_(backward);
+  gamma.requires_grad_(backward);
+  beta.requires_grad_(backward);
+  auto forward = [&] {
+    if (op == "bn2d") return batch_norm(x, gamma, beta, mean, var, true);
+    if (s.pool == 2) return max_pool2d(x, {2, 2});
+    return max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+  };
+  Tensor dy = forward().detach();
+  timed(state, be, [&] {
+    Tensor y = forward();
+    if (backward) {
+      y.backward(dy);
+      x.zero_grad();
+      gamma.zero_grad();
+      beta.zero_grad();
+    }
+  });
+  state.SetBytesProcessed(x.nbytes() * state.iterations());
+}
+
 /// A memory-bound kernel over n floats laid out [n / cols, cols], moving the bytes counted in
 /// `moved` (each input read once, each output written once).
 void streaming(benchmark::State& state, Device device, const std::string& kernel, int64_t cols) {
@@ -447,6 +483,16 @@ void register_all() {
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }
+    for (const std::string op : {"maxpool", "bn2d"})
+      for (const LayerShape& s : {LayerShape{"c16x28", 16, 28, 2}, LayerShape{"c32x14", 32, 14, 2},
+                                  LayerShape{"c64x14", 64, 14, 3}})
+        for (bool backward : {false, true}) {
+          const std::string name =
+              "BM_Layer/" + dev + "/" + op + "/" + s.name + (backward ? "/fwd_bwd" : "/fwd");
+          benchmark::RegisterBenchmark(name.c_str(), layer, op, s, device, backward)
+              ->UseManualTime()
+              ->Unit(benchmark::kMicrosecond);
+        }
     // 64M elements on the GPU (256 MB per buffer: far past the 60 MB L2), 4M on the CPU.
     const int64_t n = device.is_cpu() ? (int64_t(1) << 22) : (int64_t(1) << 26);
     struct Kernel {

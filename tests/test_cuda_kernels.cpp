@@ -1055,6 +1055,9 @@ void check_pool(const Pool2dShape& s, const std::string& what) {
   gpu().max_pool2d_forward(t, s, dev_x.get(), dev_y.get(), dev_idx.get());
   expect_bitwise(y, dev_y.download(), what + ": max y");
   EXPECT_EQ(idx, dev_idx.download()) << what << ": max indices";
+  dev_y.poison();
+  gpu().max_pool2d_forward(t, s, dev_x.get(), dev_y.get(), nullptr);  // the values alone
+  expect_bitwise(y, dev_y.download(), what + ": max y without indices");
   cpu().max_pool2d_backward(t, s, idx.data(), g.data(), dx.data());
   dev_dx.poison();
   gpu().max_pool2d_backward(t, s, dev_idx.get(), dev_g.get(), dev_dx.get());

@@ -1,7 +1,7 @@
 // The CPU backend at 1, 2, 3, 7 and 16 threads, on sizes that leave remainders in every split:
 // every element computed exactly once, results bitwise the same at every thread count (GEMM,
-// optimizers, reductions, batched im2col/col2im, transpose_outer, training), and correct when
-// several user threads call the engine at once.
+// optimizers, reductions, batch norm, max pooling, batched im2col/col2im, transpose_outer,
+// training), and correct when several user threads call the engine at once.
 #include <gtest/gtest.h>
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
@@ -303,6 +303,155 @@ TEST_P(AtThreads, TransposeOuterMovesEveryBlock) {
   std::vector<double> ddst(6);
   kernels::cpu_backend().transpose_outer(DType::Float64, 3, 1, 2, dsrc.data(), ddst.data());
   EXPECT_EQ(ddst, dsrc);  // b = 1: the same order
+}
+
+/// Batch norm over [rows, cols, inner] through the backend at `threads` threads: training
+/// forward (y, saved statistics, running statistics), eval, backward (dx, dgamma, dbeta), all
+/// outputs first filled with NaN, in one vector.
+std::vector<float> batch_norm_outputs(int threads, int64_t rows, int64_t cols, int64_t inner) {
+  kernels::Backend& be = kernels::cpu_backend();
+  const DType t = DType::Float32;
+  const int64_t n = rows * cols * inner;
+  Generator gen(static_cast<uint64_t>(n + cols));
+  auto x = Tensor::uniform({n}, -1, 1, gen).to_vector<float>();
+  for (float& v : x)
+    v = 100 + v;  // a large mean: the shifted sums must keep the spread's digits
+  const auto dy = Tensor::uniform({n}, -1, 1, gen).to_vector<float>();
+  const auto gamma = Tensor::uniform({cols}, 0.5, 1.5, gen).to_vector<float>();
+  const auto beta = Tensor::uniform({cols}, -1, 1, gen).to_vector<float>();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> y(n, nan), y_eval(n, nan), dx(n, nan), mean(cols, nan), invstd(cols, nan),
+      dgamma(cols, nan), dbeta(cols, nan), running_mean(cols, 0.5f), running_var(cols, 2.0f);
+  at_threads(threads, [&] {
+    be.batch_norm_train(t, rows, cols, inner, x.data(), gamma.data(), beta.data(), 1e-5, 0.1,
+                        running_mean.data(), running_var.data(), y.data(), mean.data(),
+                        invstd.data());
+    be.batch_norm_eval(t, rows, cols, inner, x.data(), gamma.data(), beta.data(),
+                       running_mean.data(), running_var.data(), 1e-5, y_eval.data());
+    be.batch_norm_backward(t, rows, cols, inner, x.data(), gamma.data(), mean.data(), invstd.data(),
+                           dy.data(), dx.data(), dgamma.data(), dbeta.data());
+    return 0;
+  });
+  std::vector<float> out;
+  for (const auto* v :
+       {&y, &y_eval, &dx, &mean, &invstd, &dgamma, &dbeta, &running_mean, &running_var})
+    out.insert(out.end(), v->begin(), v->end());
+  return out;
+}
+
+TEST_P(AtThreads, BatchNormMatchesOneThreadBitwiseAndDouble) {
+  struct Dims {
+    int64_t rows, cols, inner;
+  };
+  // BatchNorm1d (inner 1: one tile of many columns, or several past 1024), BatchNorm2d planes of
+  // 255 and 1369 values (past the 1024 accumulator slots: folded), one row, one column.
+  for (const Dims& d : {Dims{257, 7, 1}, Dims{65537, 3, 1}, Dims{3, 1025, 1}, Dims{7, 3, 255},
+                        Dims{2, 5, 1369}, Dims{1, 2, 257}, Dims{17, 1, 16}}) {
+    const std::string where =
+        std::to_string(d.rows) + "x" + std::to_string(d.cols) + "x" + std::to_string(d.inner);
+    const auto got = batch_norm_outputs(GetParam(), d.rows, d.cols, d.inner);
+    ASSERT_TRUE(same_bits(got, batch_norm_outputs(1, d.rows, d.cols, d.inner))) << where;
+    if (GetParam() != 1) continue;  // the same bits as this one, checked below
+    // Against double: y and dx by the definition, from the same inputs.
+    const int64_t n = d.rows * d.cols * d.inner, count = d.rows * d.inner;
+    Generator gen(static_cast<uint64_t>(n + d.cols));
+    auto x = Tensor::uniform({n}, -1, 1, gen).to_vector<float>();
+    for (float& v : x)
+      v = 100 + v;
+    const auto dy = Tensor::uniform({n}, -1, 1, gen).to_vector<float>();
+    const auto gamma = Tensor::uniform({d.cols}, 0.5, 1.5, gen).to_vector<float>();
+    const auto beta = Tensor::uniform({d.cols}, -1, 1, gen).to_vector<float>();
+    for (int64_t c = 0; c < d.cols; ++c) {
+      auto at = [&](int64_t k) {
+        const int64_t r = k / d.inner, i = k % d.inner;
+        return static_cast<size_t>((r * d.cols + c) * d.inner + i);
+      };
+      double mean = 0, var = 0, sdy = 0, sdyx = 0;
+      for (int64_t k = 0; k < count; ++k)
+        mean += x[at(k)];
+      mean /= static_cast<double>(count);
+      for (int64_t k = 0; k < count; ++k)
+        var += (x[at(k)] - mean) * (x[at(k)] - mean);
+      var /= static_cast<double>(count);
+      const double invstd = 1 / std::sqrt(var + 1e-5);
+      // The backward takes the statistics as saved, in float.
+      const size_t saved = static_cast<size_t>(3 * n + c);
+      const double mean_f = got[saved], invstd_f = got[saved + static_cast<size_t>(d.cols)];
+      ASSERT_NEAR(mean_f, mean, 1e-5 * std::abs(mean)) << where << " mean, column " << c;
+      ASSERT_NEAR(invstd_f, invstd, 1e-5 * invstd) << where << " invstd, column " << c;
+      for (int64_t k = 0; k < count; ++k) {
+        sdy += dy[at(k)];
+        sdyx += dy[at(k)] * (x[at(k)] - mean_f) * invstd_f;
+      }
+      for (int64_t k = 0; k < count; k += std::max<int64_t>(1, count / 97)) {
+        const double xhat = (x[at(k)] - mean) * invstd;
+        ASSERT_NEAR(got[at(k)], xhat * gamma[c] + beta[c], 2e-4) << where << " y, column " << c;
+        const double xhat_f = (x[at(k)] - mean_f) * invstd_f;
+        const double dx = gamma[c] * invstd_f / static_cast<double>(count) *
+                          (static_cast<double>(count) * dy[at(k)] - sdy - xhat_f * sdyx);
+        ASSERT_NEAR(got[static_cast<size_t>(2 * n) + at(k)], dx, 1e-3 * (1 + std::abs(dx)))
+            << where << " dx, column " << c;
+      }
+      const size_t stats = static_cast<size_t>(3 * n + 2 * d.cols);
+      EXPECT_NEAR(got[stats + c], sdyx, 1e-4 * (1 + std::abs(sdyx))) << where << " dgamma";
+      EXPECT_NEAR(got[stats + d.cols + c], sdy, 1e-4 * (1 + std::abs(sdy))) << where << " dbeta";
+    }
+  }
+}
+
+/// Max pooling through the backend at `threads` threads, with and without indices; rows wider
+/// than one 16-lane vector, ties and NaNs planted.
+TEST_P(AtThreads, MaxPoolMatchesTheDefinition) {
+  struct Case {
+    int64_t planes, h, w, kh, kw, sh, sw, ph, pw;
+  };
+  for (const Case& g : {Case{3, 13, 70, 3, 3, 2, 2, 1, 1}, Case{5, 28, 28, 2, 2, 2, 2, 0, 0},
+                        Case{257, 7, 7, 3, 3, 2, 2, 1, 1}, Case{2, 9, 40, 3, 2, 1, 1, 1, 0},
+                        Case{1, 4, 37, 2, 3, 3, 1, 0, 1}}) {
+    kernels::Pool2dShape s;
+    s.planes = g.planes, s.height = g.h, s.width = g.w, s.kernel_h = g.kh, s.kernel_w = g.kw;
+    s.stride_h = g.sh, s.stride_w = g.sw, s.pad_h = g.ph, s.pad_w = g.pw;
+    s.out_h = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
+    s.out_w = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
+    const std::string where = std::to_string(g.planes) + "x" + std::to_string(g.h) + "x" +
+                              std::to_string(g.w) + " k" + std::to_string(g.kh);
+    const int64_t in = g.planes * g.h * g.w, out = g.planes * s.out_h * s.out_w;
+    Generator gen(static_cast<uint64_t>(in));
+    auto x = Tensor::uniform({in}, -1, 1, gen).to_vector<float>();
+    for (int64_t i = 0; i < in; i += 5)
+      x[static_cast<size_t>(i)] = 0.25f;  // ties
+    for (int64_t i = 3; i < in; i += 97)
+      x[static_cast<size_t>(i)] = std::numeric_limits<float>::quiet_NaN();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> y(out, nan), y_alone(out, nan);
+    std::vector<int64_t> idx(out, -7);
+    at_threads(GetParam(), [&] {
+      kernels::cpu_backend().max_pool2d_forward(DType::Float32, s, x.data(), y.data(), idx.data());
+      kernels::cpu_backend().max_pool2d_forward(DType::Float32, s, x.data(), y_alone.data(),
+                                                nullptr);
+      return 0;
+    });
+    ASSERT_TRUE(same_bits(y, y_alone)) << where;
+    for (int64_t p = 0; p < g.planes; ++p)
+      for (int64_t oh = 0; oh < s.out_h; ++oh)
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          // torch's loop: the first in-bounds element, then v > best or NaN takes over.
+          const int64_t h0 = std::max<int64_t>(oh * g.sh - g.ph, 0);
+          const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pw, 0);
+          float best = -std::numeric_limits<float>::infinity();
+          int64_t arg = h0 * g.w + w0;
+          for (int64_t h = oh * g.sh - g.ph; h < oh * g.sh - g.ph + g.kh; ++h)
+            for (int64_t w = ow * g.sw - g.pw; w < ow * g.sw - g.pw + g.kw; ++w) {
+              if (h < 0 || h >= g.h || w < 0 || w >= g.w) continue;
+              const float v = x[static_cast<size_t>((p * g.h + h) * g.w + w)];
+              if (v > best || std::isnan(v)) best = v, arg = h * g.w + w;
+            }
+          const size_t o = static_cast<size_t>((p * s.out_h + oh) * s.out_w + ow);
+          ASSERT_EQ(idx[o], arg) << where << " output " << o;
+          ASSERT_TRUE(best == y[o] || (std::isnan(best) && std::isnan(y[o])))
+              << where << " output " << o;
+        }
+  }
 }
 
 /// A short training run of an MLP 784→256→100 with a 10-way head; returns every parameter's

@@ -67,10 +67,13 @@ Shape out_shape(const Tensor& x, const Pool2dShape& s) {
 Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   const Pool2dShape s = pool_shape("max_pool2d", x, kernel, stride, padding);
   Tensor y = Tensor::empty(out_shape(x, s), x.dtype(), x.device());
+  if (!autograd::any_needs_grad({x})) {  // the values alone: no indices to write
+    if (y.numel() > 0) backend(x).max_pool2d_forward(x.dtype(), s, x.raw(), y.raw(), nullptr);
+    return y;
+  }
   Tensor indices = Tensor::empty(y.shape(), DType::Int64, x.device());
   if (y.numel() > 0)
     backend(x).max_pool2d_forward(x.dtype(), s, x.raw(), y.raw(), indices.data<int64_t>());
-  if (!autograd::any_needs_grad({x})) return y;
   auto node = autograd::make_node("max_pool2d", {x});
   node->save({indices});
   node->set_backward([s, shape = x.shape()](Node& n, const Tensor& dy) -> std::vector<Tensor> {

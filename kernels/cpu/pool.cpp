@@ -6,11 +6,15 @@
 // count. The backward scatters each output's gradient in output order into its own plane (no
 // two planes share an element), which a GPU's per-input gather reproduces bit for bit.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "../dispatch.h"
 #include "cpu_backend.h"
@@ -43,16 +47,42 @@ inline int64_t pad_count(const Pool2dShape& s, int64_t oh, int64_t ow) {
   return (he - hs) * (we - ws);
 }
 
-/// Returns take ? v : current and sets index to take ? at : index, by masks: GCC turns the
-/// plain ternaries into jumps, which mispredict about once per window on random data.
+/// best[i] = max(best[i], v[i]) for i < n, NaN winning (torch: take v when v > best or v is a
+/// NaN); where v wins, arg[i] = base + i * step (arg may be null: values only).
 template <typename T>
-inline T select(bool take, T v, T current, int64_t& index, int64_t at) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  const Bits mask = Bits(0) - Bits(take);
-  const uint64_t mask64 = uint64_t(0) - uint64_t(take);
-  index = static_cast<int64_t>((static_cast<uint64_t>(at) & mask64) |
-                               (static_cast<uint64_t>(index) & ~mask64));
-  return std::bit_cast<T>((std::bit_cast<Bits>(v) & mask) | (std::bit_cast<Bits>(current) & ~mask));
+void max_select_row(int64_t n, const T* v, int64_t base, int64_t step, T* best, int64_t* arg) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    // Lane l of the low half is output i + l, of the high half i + 8 + l (AVX512F alone: no
+    // 64-bit multiply).
+    const __m512i low =
+        _mm512_set_epi64(7 * step, 6 * step, 5 * step, 4 * step, 3 * step, 2 * step, step, 0);
+    const __m512i eight = _mm512_set1_epi64(8 * step);
+    for (; i < n; i += 16) {
+      const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+      const __m512 vi = _mm512_maskz_loadu_ps(live, v + i);
+      const __m512 bi = _mm512_maskz_loadu_ps(live, best + i);
+      const __mmask16 take =
+          (_mm512_cmp_ps_mask(vi, bi, _CMP_GT_OQ) | _mm512_cmp_ps_mask(vi, vi, _CMP_UNORD_Q)) &
+          live;
+      _mm512_mask_storeu_ps(best + i, take, vi);
+      if (arg && take) {
+        const __m512i at = _mm512_add_epi64(_mm512_set1_epi64(base + i * step), low);
+        _mm512_mask_storeu_epi64(arg + i, __mmask8(take), at);
+        _mm512_mask_storeu_epi64(arg + i + 8, __mmask8(take >> 8), _mm512_add_epi64(at, eight));
+      }
+    }
+    return;
+  }
+#endif
+  for (; i < n; ++i) {
+    const T vi = v[i];
+    if (vi > best[i] || vi != vi) {
+      best[i] = vi;
+      if (arg) arg[i] = base + i * step;
+    }
+  }
 }
 
 }  // namespace
@@ -64,38 +94,39 @@ void CpuBackend::max_pool2d_forward(DType t, const Pool2dShape& s, const void* x
     T* y = CLARENA_TYPED(y_);
     const int64_t in_plane = s.height * s.width, out_plane = s.out_h * s.out_w;
     parallel_tiles(s.planes, plane_tile(s), [&](int64_t lo, int64_t hi) {
+      // A whole output row at a time, window offset by window offset: each output still sees its
+      // window in row-major order, but the inputs at one offset are first gathered into a
+      // contiguous row (-inf where the offset falls in the padding: it never wins), so the
+      // compare-and-select over the outputs runs in SIMD (per output, with branches, it
+      // mispredicted about once per element on random data).
+      thread_local std::vector<T> gathered;
+      gathered.resize(static_cast<size_t>(s.out_w));
+      T* g = gathered.data();
       for (int64_t p = lo; p < hi; ++p) {
         const T* xp = x + p * in_plane;
-        T* yp = y + p * out_plane;
-        int64_t* ip = indices + p * out_plane;
         for (int64_t oh = 0; oh < s.out_h; ++oh) {
-          // A whole output row at once, window offset by window offset: each output still sees
-          // its window in row-major order (torch: the first maximum wins, a NaN wins over
-          // anything, the last NaN), but the inner loop runs along the row with selects instead
-          // of branches, which on random data mispredicted about once per window.
-          T* y_row = yp + oh * s.out_w;
-          int64_t* i_row = ip + oh * s.out_w;
+          T* best = y + p * out_plane + oh * s.out_w;
+          int64_t* arg = indices ? indices + p * out_plane + oh * s.out_w : nullptr;
           for (int64_t ow = 0; ow < s.out_w; ++ow) {
-            const Window w = window(s, oh, ow);
-            y_row[ow] = -std::numeric_limits<T>::infinity();
-            i_row[ow] = w.h0 * s.width + w.w0;
+            best[ow] = -std::numeric_limits<T>::infinity();
+            if (arg) {
+              const Window w = window(s, oh, ow);
+              arg[ow] = w.h0 * s.width + w.w0;
+            }
           }
           const Window rows = window(s, oh, 0);
           for (int64_t h = rows.h0; h < rows.h1; ++h)
             for (int64_t j = 0; j < s.kernel_w; ++j) {
-              // Outputs whose column ow * stride_w - pad_w + j lies inside the input.
-              const int64_t off = j - s.pad_w;
-              const int64_t first = off >= 0 ? 0 : (-off + s.stride_w - 1) / s.stride_w;
+              const int64_t off = j - s.pad_w, stride = s.stride_w;
+              // Outputs [first, end) have column ow * stride + off inside the input.
+              const int64_t first = off >= 0 ? 0 : (-off + stride - 1) / stride;
               const int64_t end =
-                  std::min(s.out_w, s.width - off <= 0 ? 0 : (s.width - off - 1) / s.stride_w + 1);
-              // Locals: the stores below could alias `s` for all the compiler knows.
-              const int64_t stride = s.stride_w, base = h * s.width + off;
-              const T* x_row = xp + base;
-              for (int64_t ow = first; ow < end; ++ow) {
-                const T v = x_row[ow * stride];
-                y_row[ow] =
-                    select((v > y_row[ow]) | (v != v), v, y_row[ow], i_row[ow], base + ow * stride);
-              }
+                  std::min(s.out_w, s.width - off <= 0 ? 0 : (s.width - off - 1) / stride + 1);
+              const T* x_row = xp + h * s.width + off;
+              std::fill(g, g + s.out_w, -std::numeric_limits<T>::infinity());
+              for (int64_t ow = first; ow < end; ++ow)
+                g[ow] = x_row[ow * stride];
+              max_select_row(s.out_w, g, h * s.width + off, stride, best, arg);
             }
         }
       }

@@ -55,7 +55,7 @@ __global__ void CLARENA_BOUNDS(kBlock)
         }
       }
     y[i] = best;
-    indices[i] = arg;
+    if (indices) indices[i] = arg;
   }
 }
 

@@ -234,7 +234,8 @@ class Backend {
 
   // --- 2-D pooling over the planes of [planes, height, width] -----------------------------
   /// Max pooling: y = the window's maximum (padding is -inf), indices = its position h * width + w
-  /// in the plane, the first maximum in row-major order (a NaN wins, as in torch).
+  /// in the plane, the first maximum in row-major order (a NaN wins, as in torch). indices may be
+  /// null: the values alone (no gradient to route).
   virtual void max_pool2d_forward(DType, const Pool2dShape&, const void* x, void* y,
                                   int64_t* indices) = 0;
   /// dx = the sum of dy over the outputs whose index is that element (deterministic).
