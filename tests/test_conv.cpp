@@ -53,6 +53,14 @@ const std::vector<ConvCase> kCases = {
     {"batched_groups_1x1", 5, 4, 2, 3, 6, 1, 1, {1, 1}, {0, 0}, {1, 1}, 2},
     {"batched_groups_3x3", 3, 6, 5, 4, 9, 3, 3, {1, 1}, {1, 1}, {1, 1}, 3},
     {"two_images_large_plane", 2, 2, 17, 16, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    // Taps that only ever read padding, cropped away (ResNet-18's last stages at 28×28): a 1×1
+    // plane keeps the centre tap; 2×2 at stride 2 keeps 2×2 taps; a 5×1 plane keeps the centre
+    // column (three blocks of the weight); dilated and grouped versions.
+    {"plane_1x1_pad1", 3, 4, 1, 1, 5, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"plane_2x2_stride2_pad1", 2, 3, 2, 2, 4, 3, 3, {2, 2}, {1, 1}, {1, 1}, 1},
+    {"plane_5x1_pad1", 2, 3, 5, 1, 2, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1},
+    {"plane_2x2_dilated", 1, 2, 2, 2, 3, 3, 3, {1, 1}, {2, 2}, {2, 2}, 1},
+    {"plane_1x1_groups2", 2, 4, 1, 1, 6, 3, 3, {1, 1}, {1, 1}, {1, 1}, 2},
 };
 
 Conv2dOptions options_of(const ConvCase& k) {
@@ -285,6 +293,46 @@ TEST_P(ConvChunks, OneGemmPerChunkAndGroup) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvChunks, ::testing::ValuesIn(kChunkCases), chunk_case_name);
+
+// --- taps that only read padding ----------------------------------------------------------
+
+/// The FLOPs the CPU backend's GEMMs multiply during f().
+template <typename F>
+int64_t gemm_flops(F&& f) {
+  const int64_t before = kernels::cpu_backend().stats().gemm_flops;
+  f();
+  return kernels::cpu_backend().stats().gemm_flops - before;
+}
+
+TEST(ConvCrop, TapsThatOnlyReadPaddingAreNotMultiplied) {
+  Generator gen(21);
+  // ResNet-18's layer4 at 28×28 inputs: 3×3, padding 1 on a 1×1 plane keeps the centre tap:
+  // forward 2·C_out·N·C_in, and each gradient as much again.
+  Tensor x = randn({4, 8, 1, 1}, gen, DType::Float32),
+         w = randn({16, 8, 3, 3}, gen, DType::Float32);
+  x.requires_grad_(true);
+  w.requires_grad_(true);
+  Tensor y;
+  EXPECT_EQ(gemm_flops([&] { y = conv2d(x, w, Tensor(), {{1, 1}, {1, 1}}); }), 2 * 16 * 4 * 8);
+  EXPECT_EQ(gemm_flops([&] { sum(y).backward(); }), 2 * 2 * 16 * 4 * 8);
+  // The gradient of the dropped taps is exactly zero, of the centre tap dY summed against x.
+  const std::vector<float> dw = w.grad().to_vector<float>(), xv = x.to_vector<float>();
+  for (int64_t o = 0; o < 16; ++o)
+    for (int64_t c = 0; c < 8; ++c)
+      for (int64_t t = 0; t < 9; ++t) {
+        double want = 0;
+        for (int64_t n = 0; n < 4 && t == 4; ++n)
+          want += xv[static_cast<size_t>(n * 8 + c)];
+        ASSERT_NEAR(dw[static_cast<size_t>((o * 8 + c) * 9 + t)], want, 1e-5)
+            << "out " << o << " in " << c << " tap " << t;
+      }
+  // Stride 2 from 2×2 to 1×1: taps (1..2, 1..2), 4 of 9.
+  Tensor x2 = randn({2, 3, 2, 2}, gen, DType::Float32),
+         w2 = randn({5, 3, 3, 3}, gen, DType::Float32);
+  EXPECT_EQ(gemm_flops([&] { conv2d(x2, w2, Tensor(), {{2, 2}, {1, 1}}); }), 2 * 5 * 2 * (3 * 4));
+  // Every tap reads the image somewhere (2×2, stride 1): nothing is cropped.
+  EXPECT_EQ(gemm_flops([&] { conv2d(x2, w2, Tensor(), {{1, 1}, {1, 1}}); }), 2 * 5 * 8 * (3 * 9));
+}
 
 // --- the requires-grad rule -----------------------------------------------------------------
 

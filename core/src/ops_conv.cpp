@@ -22,6 +22,7 @@
 // the GEMMs).
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "clarena/core/ops.h"
 #include "op_helpers.h"
@@ -245,11 +246,59 @@ std::vector<Tensor> conv2d_backward(Node& node, const Tensor& dy, const ConvGeom
   return {dx, dw, db};
 }
 
+/// The kernel taps along one axis that read the image for some output: [lo, hi). Other taps
+/// only ever meet padding. Returns false when the live taps are not one run.
+bool live_taps(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation,
+               int64_t& lo, int64_t& hi) {
+  lo = k;
+  hi = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t first = i * dilation - pad;  // the row tap i reads for output 0
+    const int64_t y = first >= 0 ? 0 : (-first + stride - 1) / stride;  // first output inside
+    if (y < out && first + y * stride < in) {
+      if (lo < k && hi != i) return false;  // a gap
+      lo = std::min(lo, i);
+      hi = i + 1;
+    }
+  }
+  return lo < hi;
+}
+
+/// conv2d with the kernel cropped to its live taps when some taps only ever read padding, the
+/// padding reduced to match: the same outputs (each live tap reads the same pixels; zeros times
+/// weights add nothing), without multiplying the padding. ResNet-18's 3×3 convolutions on the
+/// 2×2 and 1×1 planes of 28×28 inputs keep 4 and 1 of their 9 taps. Returns false when nothing
+/// would be cropped.
+bool cropped_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvGeometry& g,
+                  Tensor& y) {
+  int64_t i0, i1, j0, j1;
+  if (!live_taps(g.h, g.oh, g.kh, g.stride[0], g.padding[0], g.dilation[0], i0, i1) ||
+      !live_taps(g.w, g.ow, g.kw, g.stride[1], g.padding[1], g.dilation[1], j0, j1))
+    return false;
+  if (i0 == 0 && i1 == g.kh && j0 == 0 && j1 == g.kw) return false;
+  const Pair padding{g.padding[0] - i0 * g.dilation[0], g.padding[1] - j0 * g.dilation[1]};
+  const int64_t kh = i1 - i0, kw = j1 - j0;
+  const int64_t oh = (g.h + 2 * padding[0] - g.dilation[0] * (kh - 1) - 1) / g.stride[0] + 1;
+  const int64_t ow = (g.w + 2 * padding[1] - g.dilation[1] * (kw - 1) - 1) / g.stride[1] + 1;
+  if (padding[0] < 0 || padding[1] < 0 || oh != g.oh || ow != g.ow) return false;
+  // weight[:, :, i0:i1, j0:j1], gradient included: one block of columns of [C_out·C_in/g,
+  // kH·kW] per kernel row.
+  const Tensor flat = weight.reshape({weight.size(0) * weight.size(1), g.kh * g.kw});
+  std::vector<Tensor> rows;
+  for (int64_t i = i0; i < i1; ++i)
+    rows.push_back(narrow(flat, 1, i * g.kw + j0, kw));
+  const Tensor cropped = (rows.size() == 1 ? rows[0] : concat(rows, 1))
+                             .reshape({weight.size(0), weight.size(1), kh, kw});
+  y = conv2d(x, cropped, bias, {g.stride, padding, g.dilation, g.groups});
+  return true;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& options) {
   const ConvGeometry g = check_conv(x, weight, bias, options);
+  if (Tensor y; cropped_conv(x, weight, bias, g, y)) return y;
   kernels::Backend& be = backend(x);
   const DType t = x.dtype();
   const int64_t plane = g.plane(), kg = g.k_g(), cog = g.cout_g();
