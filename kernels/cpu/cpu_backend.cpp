@@ -43,6 +43,16 @@ void CpuBackend::fill(DType t, int64_t n, double value, void* dst) {
 void CpuBackend::copy_block(DType t, int64_t rows, int64_t cols, const void* src, int64_t src_ld,
                             void* dst, int64_t dst_ld) {
   const size_t item = itemsize(t), row_bytes = static_cast<size_t>(cols) * item;
+  if (cols < 16) {  // narrow rows (a conv kernel's live taps): a call per row would dominate
+    dispatch_all(t, "copy_block", [&]<typename T>(T*) {
+      const T* s = CLARENA_CTYPED(src);
+      T* d = CLARENA_TYPED(dst);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          d[r * dst_ld + c] = s[r * src_ld + c];
+    });
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r)
     std::memcpy(static_cast<char*>(dst) + r * dst_ld * item,
                 static_cast<const char*>(src) + r * src_ld * item, row_bytes);
