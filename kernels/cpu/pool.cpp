@@ -47,43 +47,61 @@ inline int64_t pad_count(const Pool2dShape& s, int64_t oh, int64_t ow) {
   return (he - hs) * (we - ws);
 }
 
-/// best[i] = max(best[i], v[i]) for i < n, NaN winning (torch: take v when v > best or v is a
-/// NaN); where v wins, arg[i] = base + i * step (arg may be null: values only).
+/// One plane by the definition: each output's window in row-major order, torch's rule (the
+/// first maximum wins, a NaN wins over anything, the last NaN).
 template <typename T>
-void max_select_row(int64_t n, const T* v, int64_t base, int64_t step, T* best, int64_t* arg) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    // Lane l of the low half is output i + l, of the high half i + 8 + l (AVX512F alone: no
-    // 64-bit multiply).
-    const __m512i low =
-        _mm512_set_epi64(7 * step, 6 * step, 5 * step, 4 * step, 3 * step, 2 * step, step, 0);
-    const __m512i eight = _mm512_set1_epi64(8 * step);
-    for (; i < n; i += 16) {
-      const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
-      const __m512 vi = _mm512_maskz_loadu_ps(live, v + i);
-      const __m512 bi = _mm512_maskz_loadu_ps(live, best + i);
-      const __mmask16 take =
-          (_mm512_cmp_ps_mask(vi, bi, _CMP_GT_OQ) | _mm512_cmp_ps_mask(vi, vi, _CMP_UNORD_Q)) &
-          live;
-      _mm512_mask_storeu_ps(best + i, take, vi);
-      if (arg && take) {
-        const __m512i at = _mm512_add_epi64(_mm512_set1_epi64(base + i * step), low);
-        _mm512_mask_storeu_epi64(arg + i, __mmask8(take), at);
-        _mm512_mask_storeu_epi64(arg + i + 8, __mmask8(take >> 8), _mm512_add_epi64(at, eight));
-      }
+void max_pool_plane(const Pool2dShape& s, const T* xp, T* yp, int64_t* ip) {
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    for (int64_t ow = 0; ow < s.out_w; ++ow) {
+      const Window w = window(s, oh, ow);
+      T best = -std::numeric_limits<T>::infinity();
+      int64_t arg = w.h0 * s.width + w.w0;
+      for (int64_t h = w.h0; h < w.h1; ++h)
+        for (int64_t c = w.w0; c < w.w1; ++c) {
+          const T v = xp[h * s.width + c];
+          if (v > best || v != v) {
+            best = v;
+            arg = h * s.width + c;
+          }
+        }
+      yp[oh * s.out_w + ow] = best;
+      if (ip) ip[oh * s.out_w + ow] = arg;
     }
-    return;
-  }
-#endif
-  for (; i < n; ++i) {
-    const T vi = v[i];
-    if (vi > best[i] || vi != vi) {
-      best[i] = vi;
-      if (arg) arg[i] = base + i * step;
+}
+
+#if defined(__AVX512F__)
+/// The same, 16 outputs at a time. `source` holds, tap by tap (row-major in the window), the
+/// plane position each output reads there or -1 in the padding; `first` each output's initial
+/// index (its window's first position inside the image). A plane of any size is then gathers
+/// and masked selects along its outputs, with no per-row overhead (ResNet's 7×7 outputs).
+void max_pool_plane_avx512(int64_t outputs, int64_t taps, const int32_t* source,
+                           const int32_t* first, const float* xp, float* yp, int64_t* ip) {
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t o = 0; o < outputs; o += 16) {
+    const __mmask16 live =
+        outputs - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (outputs - o)) - 1);
+    __m512 best = neg_inf;
+    __m512i arg = _mm512_maskz_loadu_epi32(live, first + o);
+    for (int64_t k = 0; k < taps; ++k) {
+      const __m512i at = _mm512_maskz_loadu_epi32(live, source + k * outputs + o);
+      const __mmask16 inside = _mm512_mask_cmpge_epi32_mask(live, at, _mm512_setzero_si512());
+      const __m512 v = _mm512_mask_i32gather_ps(neg_inf, inside, at, xp, 4);
+      const __mmask16 take =
+          (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) &
+          inside;
+      best = _mm512_mask_mov_ps(best, take, v);
+      arg = _mm512_mask_mov_epi32(arg, take, at);
+    }
+    _mm512_mask_storeu_ps(yp + o, live, best);
+    if (ip) {
+      _mm512_mask_storeu_epi64(ip + o, __mmask8(live),
+                               _mm512_cvtepi32_epi64(_mm512_castsi512_si256(arg)));
+      _mm512_mask_storeu_epi64(ip + o + 8, __mmask8(live >> 8),
+                               _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(arg, 1)));
     }
   }
 }
+#endif
 
 }  // namespace
 
@@ -93,43 +111,39 @@ void CpuBackend::max_pool2d_forward(DType t, const Pool2dShape& s, const void* x
     const T* x = CLARENA_CTYPED(x_);
     T* y = CLARENA_TYPED(y_);
     const int64_t in_plane = s.height * s.width, out_plane = s.out_h * s.out_w;
-    parallel_tiles(s.planes, plane_tile(s), [&](int64_t lo, int64_t hi) {
-      // A whole output row at a time, window offset by window offset: each output still sees its
-      // window in row-major order, but the inputs at one offset are first gathered into a
-      // contiguous row (-inf where the offset falls in the padding: it never wins), so the
-      // compare-and-select over the outputs runs in SIMD (per output, with branches, it
-      // mispredicted about once per element on random data).
-      thread_local std::vector<T> gathered;
-      gathered.resize(static_cast<size_t>(s.out_w));
-      T* g = gathered.data();
-      for (int64_t p = lo; p < hi; ++p) {
-        const T* xp = x + p * in_plane;
-        for (int64_t oh = 0; oh < s.out_h; ++oh) {
-          T* best = y + p * out_plane + oh * s.out_w;
-          int64_t* arg = indices ? indices + p * out_plane + oh * s.out_w : nullptr;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (in_plane <= std::numeric_limits<int32_t>::max()) {
+        // The gather tables: a function of the shape, shared by every plane.
+        const int64_t taps = s.kernel_h * s.kernel_w;
+        std::vector<int32_t> source(static_cast<size_t>(taps * out_plane)),
+            first(static_cast<size_t>(out_plane));
+        for (int64_t oh = 0; oh < s.out_h; ++oh)
           for (int64_t ow = 0; ow < s.out_w; ++ow) {
-            best[ow] = -std::numeric_limits<T>::infinity();
-            if (arg) {
-              const Window w = window(s, oh, ow);
-              arg[ow] = w.h0 * s.width + w.w0;
-            }
+            const int64_t o = oh * s.out_w + ow;
+            const Window w = window(s, oh, ow);
+            first[o] = static_cast<int32_t>(w.h0 * s.width + w.w0);
+            for (int64_t i = 0; i < s.kernel_h; ++i)
+              for (int64_t j = 0; j < s.kernel_w; ++j) {
+                const int64_t h = oh * s.stride_h - s.pad_h + i, c = ow * s.stride_w - s.pad_w + j;
+                const bool inside = h >= 0 && h < s.height && c >= 0 && c < s.width;
+                source[(i * s.kernel_w + j) * out_plane + o] =
+                    inside ? static_cast<int32_t>(h * s.width + c) : -1;
+              }
           }
-          const Window rows = window(s, oh, 0);
-          for (int64_t h = rows.h0; h < rows.h1; ++h)
-            for (int64_t j = 0; j < s.kernel_w; ++j) {
-              const int64_t off = j - s.pad_w, stride = s.stride_w;
-              // Outputs [first, end) have column ow * stride + off inside the input.
-              const int64_t first = off >= 0 ? 0 : (-off + stride - 1) / stride;
-              const int64_t end =
-                  std::min(s.out_w, s.width - off <= 0 ? 0 : (s.width - off - 1) / stride + 1);
-              const T* x_row = xp + h * s.width + off;
-              std::fill(g, g + s.out_w, -std::numeric_limits<T>::infinity());
-              for (int64_t ow = first; ow < end; ++ow)
-                g[ow] = x_row[ow * stride];
-              max_select_row(s.out_w, g, h * s.width + off, stride, best, arg);
-            }
-        }
+        parallel_tiles(s.planes, plane_tile(s), [&](int64_t lo, int64_t hi) {
+          for (int64_t p = lo; p < hi; ++p)
+            max_pool_plane_avx512(out_plane, taps, source.data(), first.data(), x + p * in_plane,
+                                  y + p * out_plane, indices ? indices + p * out_plane : nullptr);
+        });
+        return;
       }
+    }
+#endif
+    parallel_tiles(s.planes, plane_tile(s), [&](int64_t lo, int64_t hi) {
+      for (int64_t p = lo; p < hi; ++p)
+        max_pool_plane(s, x + p * in_plane, y + p * out_plane,
+                       indices ? indices + p * out_plane : nullptr);
     });
   });
 }
