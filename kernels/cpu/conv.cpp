@@ -2,9 +2,18 @@
 // outer-axes transpose conv2d moves its matrices with. im2col is split over the rows of the
 // columns matrix, each written from end to end across all images; col2im over the channels
 // (each adds a channel's contributions in the order (i, j, y, x)). A tile's size depends on the
-// shape alone, so results are bitwise the same at any thread count.
+// shape alone, so results are bitwise the same at any thread count. On AVX-512 builds, planes
+// narrower than 16 pixels go through a table of the position each tap reads per output pixel:
+// masked gathers (and conflict-free scatters for col2im) replace the loops over short rows,
+// with the same values in the same order.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "../conv_geometry.h"
 #include "../dispatch.h"
@@ -98,6 +107,82 @@ void col2im_channels(const ConvGeometry& g, int64_t images, int64_t c0, int64_t 
   }
 }
 
+#if defined(__AVX512F__)
+/// Planes narrower than this (ResNet's 7×7 down to 1×1 at 28×28 inputs) go through the gather
+/// tables below, where a loop per output row of a few pixels would cost more than its copies.
+constexpr int64_t kGatherRow = 16;
+
+/// For each kernel tap t = (i, j) and output pixel o = (y, x) of a plane, the input position
+/// (iy · width + ix) it reads, or -1 in the padding: a function of the geometry alone.
+std::vector<int32_t> tap_table(const ConvGeometry& g) {
+  const int64_t plane = g.oh * g.ow;
+  std::vector<int32_t> table(static_cast<size_t>(g.kh * g.kw * plane));
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j)
+      for (int64_t y = 0; y < g.oh; ++y)
+        for (int64_t x = 0; x < g.ow; ++x) {
+          const int64_t iy = y * g.sh - g.ph + i * g.dh, ix = x * g.sw - g.pw + j * g.dw;
+          const bool inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
+          table[static_cast<size_t>((i * g.kw + j) * plane + y * g.ow + x)] =
+              inside ? static_cast<int32_t>(iy * g.width + ix) : -1;
+        }
+  return table;
+}
+
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+/// im2col_rows by the tap table: each image's plane of row r = (c, t) is masked gathers from
+/// channel c (zeros in the padding), 16 pixels at a time.
+void im2col_rows_gather(const ConvGeometry& g, const int32_t* table, int64_t images, int64_t r0,
+                        int64_t r1, const float* image, int64_t ld, float* columns) {
+  const int64_t plane = g.oh * g.ow, hw = g.height * g.width, taps = g.kh * g.kw;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int32_t* tab = table + (r % taps) * plane;
+    for (int64_t n = 0; n < images; ++n) {
+      const float* src = image + (n * g.channels + r / taps) * hw;
+      float* out = columns + r * ld + n * plane;
+      for (int64_t o = 0; o < plane; o += 16) {
+        const __mmask16 live = first_lanes(plane - o);
+        const __m512i at = _mm512_maskz_loadu_epi32(live, tab + o);
+        const __mmask16 inside = _mm512_mask_cmpge_epi32_mask(live, at, _mm512_setzero_si512());
+        const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), inside, at, src, 4);
+        _mm512_mask_storeu_ps(out + o, live, v);
+      }
+    }
+  }
+}
+
+/// col2im_channels by the tap table, in the same order (tap, then pixel): within one tap the
+/// pixels read distinct positions, so each 16-pixel gather-add-scatter has no conflicts, and
+/// every element gets its terms in the order of the plain loops (the same bits).
+void col2im_channels_gather(const ConvGeometry& g, const int32_t* table, int64_t images, int64_t c0,
+                            int64_t c1, const float* columns, int64_t ld, float* image) {
+  const int64_t plane = g.oh * g.ow, hw = g.height * g.width, taps = g.kh * g.kw;
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t n = 0; n < images; ++n)
+      std::fill_n(image + (n * g.channels + c) * hw, hw, 0.0f);
+    for (int64_t t = 0; t < taps; ++t) {
+      const int32_t* tab = table + t * plane;
+      const float* row = columns + (c * taps + t) * ld;
+      for (int64_t n = 0; n < images; ++n) {
+        float* dst = image + (n * g.channels + c) * hw;
+        for (int64_t o = 0; o < plane; o += 16) {
+          const __mmask16 live = first_lanes(plane - o);
+          const __m512i at = _mm512_maskz_loadu_epi32(live, tab + o);
+          const __mmask16 inside = _mm512_mask_cmpge_epi32_mask(live, at, _mm512_setzero_si512());
+          const __m512 sum =
+              _mm512_add_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), inside, at, dst, 4),
+                            _mm512_maskz_loadu_ps(inside, row + n * plane + o));
+          _mm512_mask_i32scatter_ps(dst, inside, at, sum, 4);
+        }
+      }
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 void CpuBackend::im2col(DType t, int64_t images, int64_t channels, int64_t height, int64_t width,
@@ -108,11 +193,23 @@ void CpuBackend::im2col(DType t, int64_t images, int64_t channels, int64_t heigh
                                        stride_w, pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "im2col", [&]<typename T>(T*) {
     const int64_t row_entries = std::max<int64_t>(1, images * g.oh * g.ow);
-    parallel_tiles(channels * kernel_h * kernel_w, std::max<int64_t>(1, kTaskEntries / row_entries),
-                   [&](int64_t lo, int64_t hi) {
-                     im2col_rows(g, images, lo, hi, CLARENA_CTYPED(image), columns_ld,
-                                 CLARENA_TYPED(columns));
-                   });
+    const int64_t rows = channels * kernel_h * kernel_w;
+    const int64_t tile = std::max<int64_t>(1, kTaskEntries / row_entries);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (g.ow < kGatherRow) {
+        const std::vector<int32_t> table = tap_table(g);
+        parallel_tiles(rows, tile, [&](int64_t lo, int64_t hi) {
+          im2col_rows_gather(g, table.data(), images, lo, hi, CLARENA_CTYPED(image), columns_ld,
+                             CLARENA_TYPED(columns));
+        });
+        return;
+      }
+    }
+#endif
+    parallel_tiles(rows, tile, [&](int64_t lo, int64_t hi) {
+      im2col_rows(g, images, lo, hi, CLARENA_CTYPED(image), columns_ld, CLARENA_TYPED(columns));
+    });
   });
 }
 
@@ -124,11 +221,22 @@ void CpuBackend::col2im(DType t, int64_t images, int64_t channels, int64_t heigh
                                        stride_w, pad_h, pad_w, dilation_h, dilation_w);
   dispatch_float(t, "col2im", [&]<typename T>(T*) {
     const int64_t channel_entries = std::max<int64_t>(1, images * g.kh * g.kw * g.oh * g.ow);
-    parallel_tiles(channels, std::max<int64_t>(1, kTaskEntries / channel_entries),
-                   [&](int64_t lo, int64_t hi) {
-                     col2im_channels(g, images, lo, hi, CLARENA_CTYPED(columns), columns_ld,
-                                     CLARENA_TYPED(image));
-                   });
+    const int64_t tile = std::max<int64_t>(1, kTaskEntries / channel_entries);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (g.ow < kGatherRow) {
+        const std::vector<int32_t> table = tap_table(g);
+        parallel_tiles(channels, tile, [&](int64_t lo, int64_t hi) {
+          col2im_channels_gather(g, table.data(), images, lo, hi, CLARENA_CTYPED(columns),
+                                 columns_ld, CLARENA_TYPED(image));
+        });
+        return;
+      }
+    }
+#endif
+    parallel_tiles(channels, tile, [&](int64_t lo, int64_t hi) {
+      col2im_channels(g, images, lo, hi, CLARENA_CTYPED(columns), columns_ld, CLARENA_TYPED(image));
+    });
   });
 }
 
