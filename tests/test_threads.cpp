@@ -257,6 +257,27 @@ void check_batched_im2col(int threads, const Im2colCase& g) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t col = g.images * plane; col < ld; ++col)
       ASSERT_TRUE(std::isnan(cols[static_cast<size_t>(r * ld + col)])) << where << " row " << r;
+  // Against the definition: entry (c, i, j; n, y, x) is pixel (y·sh − ph + i·dh, x·sw − pw +
+  // j·dw) of channel c of image n, or 0 in the padding; col2im adds each entry back there, in
+  // the order (i, j, y, x), so in float the sums are these very ones.
+  std::vector<float> dx_ref(static_cast<size_t>(g.images * image), 0.0f);
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j)
+        for (int64_t n = 0; n < g.images; ++n)
+          for (int64_t y = 0; y < oh; ++y)
+            for (int64_t xo = 0; xo < ow; ++xo) {
+              const int64_t iy = y * g.sh - g.ph + i * g.dh, ix = xo * g.sw - g.pw + j * g.dw;
+              const bool inside = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
+              const size_t pixel = static_cast<size_t>(n * image + (c * g.h + iy) * g.w + ix);
+              const size_t entry =
+                  static_cast<size_t>(((c * g.kh + i) * g.kw + j) * ld + n * plane + y * ow + xo);
+              ASSERT_EQ(cols[entry], inside ? x[pixel] : 0.0f)
+                  << where << " im2col entry (" << c << ", " << i << ", " << j << "; " << n << ", "
+                  << y << ", " << xo << ")";
+              if (inside) dx_ref[pixel] += cols_in[entry];
+            }
+  ASSERT_TRUE(same_bits(dx, dx_ref)) << where << " col2im against the definition";
 }
 
 TEST_P(AtThreads, BatchedIm2colCol2imMatchOneImageAtATime) {
