@@ -2,10 +2,12 @@
 // outer-axes transpose conv2d moves its matrices with. im2col is split over the rows of the
 // columns matrix, each written from end to end across all images; col2im over the channels
 // (each adds a channel's contributions in the order (i, j, y, x)). A tile's size depends on the
-// shape alone, so results are bitwise the same at any thread count. On AVX-512 builds, planes
-// narrower than 16 pixels go through a table of the position each tap reads per output pixel:
-// masked gathers (and conflict-free scatters for col2im) replace the loops over short rows,
-// with the same values in the same order.
+// shape alone, so results are bitwise the same at any thread count. On AVX-512 builds, rows
+// under 16 pixels (ResNet's planes at 28×28 inputs) skip the loops over short rows: at column
+// stride 1, im2col copies each row with one masked load and store, and col2im sums each input
+// row in a register over the taps that reach it; at other strides, a table of the position each
+// tap reads per output pixel drives masked gathers and conflict-free scatters. Each gives the
+// same values in the same order as the plain loops.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -108,8 +110,8 @@ void col2im_channels(const ConvGeometry& g, int64_t images, int64_t c0, int64_t 
 }
 
 #if defined(__AVX512F__)
-/// Planes narrower than this (ResNet's 7×7 down to 1×1 at 28×28 inputs) go through the gather
-/// tables below, where a loop per output row of a few pixels would cost more than its copies.
+/// Rows narrower than this (ResNet's 7×7 down to 1×1 at 28×28 inputs) take the vector paths
+/// below, where a loop per output row of a few pixels would cost more than its copies.
 constexpr int64_t kGatherRow = 16;
 
 /// For each kernel tap t = (i, j) and output pixel o = (y, x) of a plane, the input position
@@ -181,6 +183,70 @@ void col2im_channels_gather(const ConvGeometry& g, const int32_t* table, int64_t
     }
   }
 }
+
+/// Lanes [lo, hi) of a 16-lane mask (0 <= lo <= hi <= 16).
+inline __mmask16 lanes(int64_t lo, int64_t hi) {
+  return static_cast<__mmask16>(first_lanes(hi) & ~first_lanes(lo));
+}
+
+/// im2col_rows for output rows under 16 pixels at column stride 1: each output row is one masked
+/// load of its input row's segment (zero where padded) and one masked store. Cheaper than the
+/// gathers, which on this Zen 4 cost about a cycle per element.
+void im2col_rows_short(const ConvGeometry& g, int64_t images, int64_t r0, int64_t r1,
+                       const float* image, int64_t ld, float* columns) {
+  const int64_t plane = g.oh * g.ow, hw = g.height * g.width, taps = g.kh * g.kw;
+  const __mmask16 row = first_lanes(g.ow);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / taps, i = r / g.kw % g.kh, j = r % g.kw;
+    const int64_t xoff = j * g.dw - g.pw;
+    int64_t xlo, xhi;
+    valid_range(xoff, 1, g.width, g.ow, xlo, xhi);
+    const __mmask16 valid = lanes(xlo, xhi);
+    for (int64_t n = 0; n < images; ++n) {
+      // Lane x of a row reads src[iy * width + xoff + x]: only the valid lanes are touched.
+      const float* src = image + (n * g.channels + c) * hw + xoff;
+      float* out = columns + r * ld + n * plane;
+      for (int64_t y = 0; y < g.oh; ++y) {
+        const int64_t iy = y * g.sh - g.ph + i * g.dh;
+        const __m512 v = iy >= 0 && iy < g.height ? _mm512_maskz_loadu_ps(valid, src + iy * g.width)
+                                                  : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(out + y * g.ow, row, v);
+      }
+    }
+  }
+}
+
+/// col2im_channels for input rows of at most 16 pixels at column stride 1: each input row is
+/// summed in a register over the taps that reach it, in the plain loops' order (tap by tap from
+/// zero: the same bits), from masked loads of the columns shifted into place, and stored once.
+/// Adding into memory row by row instead stalled on every load after an overlapping store.
+void col2im_channels_short(const ConvGeometry& g, int64_t images, int64_t c0, int64_t c1,
+                           const float* columns, int64_t ld, float* image) {
+  const int64_t plane = g.oh * g.ow, hw = g.height * g.width;
+  const __mmask16 row = first_lanes(g.width);
+  // Per kernel column j: the lanes ix it fills (output column x = ix - xoff read the image).
+  std::vector<__mmask16> fills(static_cast<size_t>(g.kw));
+  for (int64_t j = 0; j < g.kw; ++j) {
+    int64_t xlo, xhi;
+    valid_range(j * g.dw - g.pw, 1, g.width, g.ow, xlo, xhi);
+    fills[j] = lanes(xlo + j * g.dw - g.pw, xhi + j * g.dw - g.pw);
+  }
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t iy = 0; iy < g.height; ++iy) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t i = 0; i < g.kh; ++i) {
+          const int64_t at = iy + g.ph - i * g.dh;  // y · sh for the output row y reaching iy
+          if (at < 0) break;                        // and for every later i
+          const int64_t y = g.sh == 1 ? at : at / g.sh;
+          if (y >= g.oh || y * g.sh != at) continue;
+          const float* in = columns + (c * g.kh + i) * g.kw * ld + n * plane + y * g.ow + g.pw;
+          for (int64_t j = 0; j < g.kw; ++j, in += ld - g.dw)
+            sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(fills[j], in));
+        }
+        _mm512_mask_storeu_ps(image + (n * g.channels + c) * hw + iy * g.width, row, sum);
+      }
+}
 #endif
 
 }  // namespace
@@ -197,6 +263,13 @@ void CpuBackend::im2col(DType t, int64_t images, int64_t channels, int64_t heigh
     const int64_t tile = std::max<int64_t>(1, kTaskEntries / row_entries);
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
+      if (g.ow < kGatherRow && g.sw == 1) {
+        parallel_tiles(rows, tile, [&](int64_t lo, int64_t hi) {
+          im2col_rows_short(g, images, lo, hi, CLARENA_CTYPED(image), columns_ld,
+                            CLARENA_TYPED(columns));
+        });
+        return;
+      }
       if (g.ow < kGatherRow) {
         const std::vector<int32_t> table = tap_table(g);
         parallel_tiles(rows, tile, [&](int64_t lo, int64_t hi) {
@@ -224,6 +297,13 @@ void CpuBackend::col2im(DType t, int64_t images, int64_t channels, int64_t heigh
     const int64_t tile = std::max<int64_t>(1, kTaskEntries / channel_entries);
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
+      if (g.width <= kGatherRow && g.sw == 1) {
+        parallel_tiles(channels, tile, [&](int64_t lo, int64_t hi) {
+          col2im_channels_short(g, images, lo, hi, CLARENA_CTYPED(columns), columns_ld,
+                                CLARENA_TYPED(image));
+        });
+        return;
+      }
       if (g.ow < kGatherRow) {
         const std::vector<int32_t> table = tap_table(g);
         parallel_tiles(channels, tile, [&](int64_t lo, int64_t hi) {
