@@ -207,6 +207,32 @@ TEST_P(Conv, GradcheckOneInputAtATime) {
   EXPECT_TRUE(gradcheck::check(g, {in.x, in.w})) << "no bias";
 }
 
+// float32 takes the CPU's vector paths (AVX-512 builds: small-plane im2col and col2im, the
+// cropped kernels) that the float64 gradient checks above do not reach.
+TEST_P(Conv, Float32GradientsMatchDirectConvolution) {
+  const ConvCase& k = GetParam();
+  Inputs in = make_inputs(k, 17, DType::Float32);
+  for (Tensor* t : {&in.x, &in.w, &in.b})
+    t->requires_grad_(true);
+  Tensor y = conv2d(in.x, in.w, in.b, options_of(k));
+  Generator gen(18);
+  const Tensor dy = randn(y.shape(), gen, DType::Float32);
+  y.backward(dy);
+  const NaiveGrads ref = naive_conv_backward(k, values(in.x), values(in.w), values(dy));
+  auto expect_close = [](const char* what, const Tensor& got_t, const std::vector<double>& want) {
+    const std::vector<double> got = values(got_t);
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double scale = 1;
+    for (double v : want)
+      scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-5 * scale) << what << " element " << i;
+  };
+  expect_close("dx", in.x.grad(), ref.dx);
+  expect_close("dW", in.w.grad(), ref.dw);
+  expect_close("db", in.b.grad(), ref.db);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv, ::testing::ValuesIn(kCases), case_name);
 
 // --- batches of several chunks ----------------------------------------------------------------
