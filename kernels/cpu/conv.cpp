@@ -20,6 +20,7 @@
 #include "../conv_geometry.h"
 #include "../dispatch.h"
 #include "cpu_backend.h"
+#include "tap_table.h"
 #include "thread_pool.h"
 
 namespace clarena::kernels::cpu {
@@ -113,23 +114,6 @@ void col2im_channels(const ConvGeometry& g, int64_t images, int64_t c0, int64_t 
 /// Rows narrower than this (ResNet's 7×7 down to 1×1 at 28×28 inputs) take the vector paths
 /// below, where a loop per output row of a few pixels would cost more than its copies.
 constexpr int64_t kGatherRow = 16;
-
-/// For each kernel tap t = (i, j) and output pixel o = (y, x) of a plane, the input position
-/// (iy · width + ix) it reads, or -1 in the padding: a function of the geometry alone.
-std::vector<int32_t> tap_table(const ConvGeometry& g) {
-  const int64_t plane = g.oh * g.ow;
-  std::vector<int32_t> table(static_cast<size_t>(g.kh * g.kw * plane));
-  for (int64_t i = 0; i < g.kh; ++i)
-    for (int64_t j = 0; j < g.kw; ++j)
-      for (int64_t y = 0; y < g.oh; ++y)
-        for (int64_t x = 0; x < g.ow; ++x) {
-          const int64_t iy = y * g.sh - g.ph + i * g.dh, ix = x * g.sw - g.pw + j * g.dw;
-          const bool inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
-          table[static_cast<size_t>((i * g.kw + j) * plane + y * g.ow + x)] =
-              inside ? static_cast<int32_t>(iy * g.width + ix) : -1;
-        }
-  return table;
-}
 
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);

@@ -18,6 +18,7 @@
 
 #include "../dispatch.h"
 #include "cpu_backend.h"
+#include "tap_table.h"
 #include "thread_pool.h"
 
 namespace clarena::kernels::cpu {
@@ -114,22 +115,18 @@ void CpuBackend::max_pool2d_forward(DType t, const Pool2dShape& s, const void* x
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
       if (in_plane <= std::numeric_limits<int32_t>::max()) {
-        // The gather tables: a function of the shape, shared by every plane.
+        // The gather tables, a function of the shape shared by every plane: the position
+        // each tap reads (a pooling window is a convolution's receptive field), and each
+        // output's first position inside the image (torch's initial index).
         const int64_t taps = s.kernel_h * s.kernel_w;
-        std::vector<int32_t> source(static_cast<size_t>(taps * out_plane)),
-            first(static_cast<size_t>(out_plane));
+        const std::vector<int32_t> source =
+            tap_table(conv_geometry(1, s.height, s.width, s.kernel_h, s.kernel_w, s.stride_h,
+                                    s.stride_w, s.pad_h, s.pad_w, 1, 1));
+        std::vector<int32_t> first(static_cast<size_t>(out_plane));
         for (int64_t oh = 0; oh < s.out_h; ++oh)
           for (int64_t ow = 0; ow < s.out_w; ++ow) {
-            const int64_t o = oh * s.out_w + ow;
             const Window w = window(s, oh, ow);
-            first[o] = static_cast<int32_t>(w.h0 * s.width + w.w0);
-            for (int64_t i = 0; i < s.kernel_h; ++i)
-              for (int64_t j = 0; j < s.kernel_w; ++j) {
-                const int64_t h = oh * s.stride_h - s.pad_h + i, c = ow * s.stride_w - s.pad_w + j;
-                const bool inside = h >= 0 && h < s.height && c >= 0 && c < s.width;
-                source[(i * s.kernel_w + j) * out_plane + o] =
-                    inside ? static_cast<int32_t>(h * s.width + c) : -1;
-              }
+            first[oh * s.out_w + ow] = static_cast<int32_t>(w.h0 * s.width + w.w0);
           }
         parallel_tiles(s.planes, plane_tile(s), [&](int64_t lo, int64_t hi) {
           for (int64_t p = lo; p < hi; ++p)
